@@ -1,0 +1,1 @@
+"""rds-csi: Kubernetes CSI driver for MikroTik ROSE Data Server over NVMe/TCP."""

@@ -1,0 +1,1 @@
+"""rds_sim: a RouterOS-RDS SSH simulator and NVMe test fabric for rds-csi."""
