@@ -1,0 +1,359 @@
+"""/disk: the storage pool and file-backed disks exported over NVMe/TCP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import CommandError
+from ..format import key_values
+from ..model import Disk
+from ..parser import ParsedCommand
+from ..runtime import ExecContext, Runtime, Traffic
+from ..schema import Arg, CommandSpec, Item, Menu, Prop
+from ..storage import normalize
+from ..values import bool_arg, int_arg, size_arg
+from .base import item_commands, resolve, resolve_value
+
+FLAGS = [
+    ("X", "DISABLED"),
+    ("B", "BLOCK-DEVICE"),
+    ("M", "MOUNTED"),
+    ("t", "NVME-TCP-EXPORT"),
+    ("i", "ISCSI-EXPORT"),
+    ("n", "NFS-SHARING"),
+    ("s", "SMB-SHARING"),
+    ("r", "RAID-MEMBER"),
+]
+EXPORT_ARGS = [
+    "nvme-tcp-export",
+    "nvme-tcp-server-port",
+    "nvme-tcp-server-nqn",
+    "nvme-tcp-server-allow-host-name",
+]
+ADD_ARGS = ["type", "file-path", "file-size", "slot", *EXPORT_ARGS, "comment", "disabled"]
+SET_ARGS = ["file-size", "slot", *EXPORT_ARGS, "comment", "disabled"]
+
+
+def _item(rt: Runtime, d: Disk) -> Item:
+    common_tail = [
+        Prop("iscsi-export", "bool", False),
+        Prop("nfs-sharing", "bool", False),
+        Prop("smb-sharing", "bool", False),
+        Prop("media-sharing", "bool", False),
+        Prop("media-interface", "raw", "none"),
+        Prop("swap", "bool", False),
+    ]
+    head = [
+        Prop("type", "raw", d.type),
+        Prop("slot", "str", d.slot),
+        Prop("slot-default", "str", ""),
+        Prop("parent", "str", ""),
+    ]
+    if d.is_file:
+        props = [
+            *head,
+            Prop("fs", "raw", "-"),
+            Prop("model", "str", d.file_path),
+            Prop("size", "bytes", d.file_size),
+            Prop("mount-filesystem", "bool", True),
+            Prop("mount-read-only", "bool", False),
+            Prop("compress", "bool", False),
+            Prop("sector-size", "int", 512),
+            Prop("raid-master", "raw", "none"),
+            Prop("nvme-tcp-export", "bool", d.nvme_tcp_export),
+            Prop("nvme-tcp-server-port", "int", d.nvme_tcp_server_port),
+            Prop("nvme-tcp-server-nqn", "str", d.nvme_tcp_server_nqn),
+            Prop("nvme-tcp-server-allow-host-name", "str", d.nvme_tcp_server_allow_host_name),
+            *common_tail,
+            Prop("file-path", "raw", d.file_path),
+            Prop("file-size", "human", d.file_size),
+            Prop("file-offset", "int", 0),
+        ]
+        flags = "B" + ("t" if d.nvme_tcp_export else "")
+    else:
+        used = rt.used(d)
+        props = [
+            *head,
+            Prop("fs", "raw", "btrfs"),
+            Prop("model", "str", "RAID6"),
+            Prop("size", "bytes", d.size),
+            Prop("free", "bytes", max(0, d.size - used)),
+            Prop("use", "percent", (used * 100 + d.size // 2) // d.size if d.size else 0),
+            Prop("mount-point", "str", d.mount_point),
+            Prop("mount-filesystem", "bool", True),
+            Prop("mount-read-only", "bool", False),
+            Prop("compress", "bool", False),
+            Prop("sector-size", "int", 4096),
+            Prop("raid-type", "raw", "raid6"),
+            Prop("raid-master", "raw", "none"),
+            Prop("nvme-tcp-export", "bool", False),
+            *common_tail,
+        ]
+        flags = "BM"
+    if d.disabled:
+        flags = "X" + flags
+    hidden = [Prop("comment", "str", d.comment), Prop("disabled", "bool", d.disabled)]
+    return Item(d.id, d.slot, flags, d.comment, [props], hidden)
+
+
+def items(rt: Runtime) -> list[Item]:
+    return [_item(rt, d) for d in rt.state.disks]
+
+
+def _check_slot(rt: Runtime, slot: str, exclude_id: int | None = None) -> None:
+    if not slot:
+        raise CommandError("invalid value for argument slot")
+    if len(slot) > rt.behaviour.slot_name_max:
+        raise CommandError(rt.behaviour.slot_too_long_error)
+    if any(d.slot == slot and d.id != exclude_id for d in rt.state.disks):
+        raise CommandError("failure: already have such entry")
+
+
+def _check_nqn(rt: Runtime, nqn: str, exclude_id: int | None = None) -> None:
+    if not rt.behaviour.unique_nqn:
+        return
+    if any(d.nvme_tcp_server_nqn == nqn and d.id != exclude_id for d in rt.state.disks):
+        raise CommandError("failure: already have such entry")
+
+
+def _space(rt: Runtime, pool_name: str, extra: int) -> None:
+    pool = rt.pool_of(pool_name)
+    if pool is not None and extra > rt.free(pool):
+        raise CommandError("failure: not enough space")
+
+
+@dataclass
+class DiskArgs:
+    """Arguments shared by add and set, parsed before any change so value errors change nothing."""
+
+    export: bool | None = None
+    port: int | None = None
+    nqn: str | None = None
+    hosts: str | None = None
+    comment: str | None = None
+    disabled: bool | None = None
+
+    @classmethod
+    def parse(cls, cmd: ParsedCommand) -> DiskArgs:
+        out = cls(hosts=cmd.value("nvme-tcp-server-allow-host-name"), comment=cmd.value("comment"))
+        if (v := cmd.value("nvme-tcp-export")) is not None:
+            out.export = bool_arg("nvme-tcp-export", v)
+        if (v := cmd.value("nvme-tcp-server-port")) is not None:
+            out.port = int_arg("nvme-tcp-server-port", v, 1, 65535)
+        if (v := cmd.value("nvme-tcp-server-nqn")) is not None:
+            if not v:
+                raise CommandError("invalid value for argument nvme-tcp-server-nqn")
+            out.nqn = v
+        if (v := cmd.value("disabled")) is not None:
+            out.disabled = bool_arg("disabled", v)
+        return out
+
+    def only_comment(self) -> bool:
+        return (self.export, self.port, self.nqn, self.hosts, self.disabled) == (None,) * 5
+
+    def apply(self, d: Disk) -> None:
+        d.nvme_tcp_export = d.nvme_tcp_export if self.export is None else self.export
+        d.nvme_tcp_server_port = self.port or d.nvme_tcp_server_port
+        d.nvme_tcp_server_nqn = self.nqn or d.nvme_tcp_server_nqn
+        if self.hosts is not None:
+            d.nvme_tcp_server_allow_host_name = self.hosts
+        if self.comment is not None:
+            d.comment = self.comment
+        d.disabled = d.disabled if self.disabled is None else self.disabled
+
+
+def add(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
+    kind = cmd.value("type")
+    if kind is None:
+        raise CommandError("missing value(s) of argument(s) type")
+    if kind != "file":
+        raise CommandError("input does not match any value of type")
+    raw_path = cmd.value("file-path")
+    if raw_path is None:
+        raise CommandError("missing value(s) of argument(s) file-path")
+    name = normalize(raw_path)
+    if name is None:
+        raise CommandError("invalid value for argument file-path")
+    size_text = cmd.value("file-size")
+    size = size_arg("file-size", size_text) if size_text is not None else None
+    values = DiskArgs.parse(cmd)
+    with rt.lock:
+        source = None
+        if (src_value := cmd.values.get("copy-from")) is not None:
+            found = resolve_value(rt, cmd.menu, src_value, ctx, "copy-from")
+            if len(found) != 1:
+                raise CommandError("no such item")
+            source = next(d for d in rt.state.disks if d.id == found[0].id)
+            if not source.is_file:
+                raise CommandError("invalid value for argument copy-from")
+            if size is not None and size < source.file_size:
+                raise CommandError("invalid value for argument file-size")
+            size = size if size is not None else source.file_size
+        slot = cmd.value("slot")
+        if slot is None:
+            slot = next(f"file{n}" for n in range(1, 10**6) if rt.state.disk(f"file{n}") is None)
+        _check_slot(rt, slot)
+        nqn = values.nqn or slot
+        _check_nqn(rt, nqn)
+        pool = rt.pool_of(name)
+        if pool is None:
+            raise CommandError(rt.behaviour.file_path_not_on_pool_error)
+        existing = rt.state.file(name)
+        if existing is not None and (existing.type != "file" or source is not None):
+            raise CommandError("failure: file already exists")
+        if existing is not None and any(normalize(d.file_path) == name for d in rt.state.disks):
+            raise CommandError("failure: file is in use")
+        if existing is None and size is None:
+            raise CommandError("missing value(s) of argument(s) file-size")
+        if existing is not None:  # re-attach a kept file; growing it if asked
+            if size is not None and size < existing.size:
+                raise CommandError("failure: can not shrink file")
+            size = max(existing.size, size or 0)
+            _space(rt, name, size - existing.size)
+            rt.resize_file(name, size)
+        else:
+            assert size is not None
+            _space(rt, name, size)
+            if source is not None:
+                rt.storage.copy(normalize(source.file_path) or "", name, size)
+            else:
+                rt.storage.create(name, size)
+            rt.add_file(name, size)
+        disk = Disk(rt.state.new_id(), slot, file_path=raw_path, file_size=size)
+        values.apply(disk)
+        disk.nvme_tcp_server_nqn = nqn
+        rt.state.disks.append(disk)
+        rt.persist()
+        rt.sync_export(None, rt.export_of(disk))
+    return ""
+
+
+def set_(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
+    size_text = cmd.value("file-size")
+    size = size_arg("file-size", size_text) if size_text is not None else None
+    values = DiskArgs.parse(cmd)
+    slot = cmd.value("slot")
+    with rt.lock:
+        targets = resolve(rt, cmd, ctx, "numbers")
+        for item in targets:
+            d = next((d for d in rt.state.disks if d.id == item.id), None)
+            if d is None:
+                raise CommandError("no such item")
+            if not d.is_file and (
+                size is not None or slot is not None or not values.only_comment()
+            ):
+                raise CommandError("failure: not supported for this disk")
+            before = rt.export_of(d)
+            if slot is not None:
+                _check_slot(rt, slot, d.id)
+            if values.nqn is not None:
+                _check_nqn(rt, values.nqn, d.id)
+            name = normalize(d.file_path) or ""
+            if size is not None and size != d.file_size:
+                if size < d.file_size:
+                    raise CommandError("failure: can not shrink file")
+                _space(rt, name, size - d.file_size)
+                rt.resize_file(name, size)
+                d.file_size = size
+            if slot is not None:
+                d.slot = slot
+            values.apply(d)
+            rt.persist()
+            rt.sync_export(before, rt.export_of(d))
+    return ""
+
+
+def _toggle(disabled: bool) -> CommandSpec:
+    def run(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
+        with rt.lock:
+            for item in resolve(rt, cmd, ctx, "numbers"):
+                d = next(d for d in rt.state.disks if d.id == item.id)
+                before = rt.export_of(d)
+                d.disabled = disabled
+                rt.persist()
+                rt.sync_export(before, rt.export_of(d))
+        return ""
+
+    return CommandSpec("disable" if disabled else "enable", run, [Arg("numbers", positional=True)])
+
+
+def remove(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
+    """Removes the entry only: the backing file stays until `/file remove`."""
+    with rt.lock:
+        for item in resolve(rt, cmd, ctx, "numbers"):
+            d = next((d for d in rt.state.disks if d.id == item.id), None)
+            if d is None:
+                continue  # named twice
+            if not d.is_file:
+                raise CommandError("failure: can not remove this disk")
+            before = rt.export_of(d)
+            rt.state.disks.remove(d)
+            rt.persist()
+            rt.sync_export(before, None)
+    return ""
+
+
+def _rate(bps: int) -> str:
+    for unit, size in (("Gbps", 10**9), ("Mbps", 10**6), ("kbps", 10**3)):
+        if bps >= size:
+            return f"{bps / size:.1f}{unit}"
+    return f"{bps}bps"
+
+
+def monitor_traffic(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
+    """Prints one sample; without `once` an exec session would print forever, so one it is."""
+    found = resolve(rt, cmd, ctx, "numbers")
+    if not found:
+        return ""
+    t = rt.traffic.get(found[0].name, Traffic())
+    return key_values(
+        [
+            ("read-ops-per-second", str(t.read_ops)),
+            ("write-ops-per-second", str(t.write_ops)),
+            ("read-rate", _rate(t.read_bps)),
+            ("write-rate", _rate(t.write_bps)),
+        ]
+    )
+
+
+def build(root: Menu) -> None:
+    disk = root.add(Menu("disk", ""))
+    disk.flags = FLAGS
+    disk.table_columns = ["slot", "type", "model", "size"]
+    disk.items = items
+    disk.properties = {
+        **{k: "str" for k in ("slot", "slot-default", "parent", "model", "comment", "mount-point")},
+        **{k: "str" for k in ("nvme-tcp-server-nqn", "nvme-tcp-server-allow-host-name")},
+        **{k: "raw" for k in ("type", "fs", "raid-master", "raid-type", "media-interface")},
+        **{k: "raw" for k in ("file-path",)},
+        **{k: "bytes" for k in ("size", "free")},
+        "use": "percent",
+        "file-size": "human",
+        **{k: "int" for k in ("sector-size", "nvme-tcp-server-port", "file-offset")},
+        **{
+            k: "bool"
+            for k in (
+                "disabled",
+                "mount-filesystem",
+                "mount-read-only",
+                "compress",
+                "nvme-tcp-export",
+                "iscsi-export",
+                "nfs-sharing",
+                "smb-sharing",
+                "media-sharing",
+                "swap",
+            )
+        },
+    }
+    item_commands(disk)
+    disk.commands["add"] = CommandSpec("add", add, [Arg(a) for a in [*ADD_ARGS, "copy-from"]])
+    disk.commands["set"] = CommandSpec(
+        "set", set_, [Arg("numbers", positional=True), *(Arg(a) for a in SET_ARGS)]
+    )
+    disk.commands["remove"] = CommandSpec("remove", remove, [Arg("numbers", positional=True)])
+    disk.commands["enable"] = _toggle(False)
+    disk.commands["disable"] = _toggle(True)
+    disk.commands["monitor-traffic"] = CommandSpec(
+        "monitor-traffic", monitor_traffic, [Arg("numbers", positional=True), Arg("once", "flag")]
+    )
