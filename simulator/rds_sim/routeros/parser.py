@@ -123,7 +123,9 @@ class _Parser:
             t = self.tok
             word = t.text
             if not first and (
-                t.kind != Kind.WORD or word.startswith("/") or self.peek().kind == Kind.EQ
+                t.kind != Kind.WORD
+                or word.startswith("/")
+                or (self.peek().kind == Kind.EQ and not self.peek().spaced)
             ):
                 return node, None
             offset = 0

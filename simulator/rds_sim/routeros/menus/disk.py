@@ -163,6 +163,9 @@ class DiskArgs:
 
 
 def add(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
+    size_text = cmd.value("file-size")
+    size = size_arg("file-size", size_text) if size_text is not None else None
+    values = DiskArgs.parse(cmd)
     kind = cmd.value("type")
     if kind is None:
         raise CommandError("missing value(s) of argument(s) type")
@@ -174,9 +177,6 @@ def add(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
     name = normalize(raw_path)
     if name is None:
         raise CommandError("invalid value for argument file-path")
-    size_text = cmd.value("file-size")
-    size = size_arg("file-size", size_text) if size_text is not None else None
-    values = DiskArgs.parse(cmd)
     with rt.lock:
         source = None
         if (src_value := cmd.values.get("copy-from")) is not None:
