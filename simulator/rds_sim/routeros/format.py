@@ -46,7 +46,7 @@ def flags_header(flags: list[tuple[str, str]], width: int, b: Behaviour) -> list
     lines: list[str] = []
     cur = "Flags: " + parts[0]
     for part in parts[1:]:
-        if len(cur) + 2 + len(part) <= width:
+        if len(cur) + 2 + len(part) + 1 <= width:  # room for the ';' if it wraps after
             cur += "; " + part
         else:
             lines.append(cur + ";")

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from rds_sim.device import CommandInfo, Device, DropConnection, InjectedError
 from rds_sim.exports import NoneBackend
 
