@@ -247,6 +247,8 @@ class FaultInjector:
                 self._drop_after = [c for c in self._drop_after if c is not cmd]
         if delay > 0:
             self._stopping.wait(delay)
+            if self.down:  # rebooted while this command was "running"
+                raise DropConnection("device rebooted during the command")
         if drop:
             raise DropConnection(f"injected drop before {cmd.text!r}")
         if failure is not None:

@@ -108,6 +108,7 @@ class Simulator:
         allow_non_loopback: bool = False,
         max_connections: int = 64,
         control_socket: bool = True,
+        reboot_seconds: float = 5.0,
         device: DeviceLike | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
@@ -138,6 +139,8 @@ class Simulator:
             allow_non_loopback=allow_non_loopback,
             max_connections=max_connections,
         )
+        if isinstance(self.device, Device):  # `/system reboot` takes the whole simulator down
+            self.device.on_reboot = lambda: self.reboot(reboot_seconds)
         self.control = ControlServer(self.state_dir, self) if control_socket else None
         self._reboot_lock = threading.Lock()
         self._reboot_until = 0.0
@@ -198,29 +201,28 @@ class Simulator:
         then power it on and accept again. Returns at once unless `wait`."""
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
-        with self._reboot_lock:
+        with self._reboot_lock:  # guards the flag only: the device has its own lock
             if self.rebooting:
                 raise RuntimeError("already rebooting")
-            log.info("reboot: down for %.1f s", seconds)
             self.faults.set_down(True)
-            self.ssh.set_refusing(True)
-            self.ssh.drop_all()
-            self.device.power_off()
             self._reboot_until = time.monotonic() + seconds
-            self._reboot_thread = threading.Thread(
-                target=self._finish_reboot, args=(seconds,), name="reboot", daemon=True
-            )
-            self._reboot_thread.start()
+        log.info("reboot: down for %.1f s", seconds)
+        self.ssh.set_refusing(True)
+        self.ssh.drop_all()
+        self.device.power_off()
+        self._reboot_thread = threading.Thread(
+            target=self._finish_reboot, args=(seconds,), name="reboot", daemon=True
+        )
+        self._reboot_thread.start()
         if wait:
             self._reboot_thread.join()
 
     def _finish_reboot(self, seconds: float) -> None:
         self._stopped.wait(seconds)
-        with self._reboot_lock:
-            self.device.power_on()
-            self.faults.set_down(False)
-            self.ssh.set_refusing(False)
-            log.info("reboot: back up")
+        self.device.power_on()
+        self.faults.set_down(False)
+        self.ssh.set_refusing(False)
+        log.info("reboot: back up")
 
     def status(self) -> dict[str, Any]:
         return {
