@@ -21,8 +21,12 @@ from rds_csi.rds.parser import (
 
 
 def test_samples_are_wrapped_as_claimed() -> None:
-    for text, width in ((S.W80_FOLDED, 80), (S.W80_ONE_DISK_KEEP_SPACES, 80),
-                        (S.W40_SNAPSHOT_DROPPED_SPACES, 40), (S.W80_THREE_ITEMS, 80)):
+    for text, width in (
+        (S.W80_FOLDED, 80),
+        (S.W80_ONE_DISK_KEEP_SPACES, 80),
+        (S.W40_SNAPSHOT_DROPPED_SPACES, 40),
+        (S.W80_THREE_ITEMS, 80),
+    ):
         lines = [ln for ln in text.split("\r\n") if not ln.startswith("Flags:")]
         assert max(len(ln) for ln in lines) <= width
     folded = S.W80_FOLDED.split("\r\n")[1:-3]
@@ -103,7 +107,12 @@ def test_three_items_pool_and_two_disks() -> None:
     assert pool.use_percent == 5
     assert items[0].props["model"] == "RAID5 4x NVMe"
     a, b = (disk_from_item(i) for i in items[1:])
-    assert (a.slot, a.size_bytes, a.file_size_bytes, a.comment) == ("pvc-a", 5 * 2**30, 5 * 2**30, None)
+    assert (a.slot, a.size_bytes, a.file_size_bytes, a.comment) == (
+        "pvc-a",
+        5 * 2**30,
+        5 * 2**30,
+        None,
+    )
     assert (b.slot, b.size_bytes, b.file_size_bytes) == ("pvc-b", 2**29, 2**29)
     assert b.file_path == "storage-pool/k8s/pvc-b.img"
 
@@ -194,7 +203,11 @@ def test_small_value_parsers() -> None:
 
 def test_properties_tokenizer_edge_cases() -> None:
     assert parse_properties('a="x y" b=- c="" d=1 2 3 e=.img file') == {
-        "a": "x y", "b": "-", "c": "", "d": "1 2 3", "e": ".img file",
+        "a": "x y",
+        "b": "-",
+        "c": "",
+        "d": "1 2 3",
+        "e": ".img file",
     }
     assert parse_properties('a="\\"\\\\\\$\\n"') == {"a": '"\\$\n'}
     with pytest.raises(RdsParseError):
@@ -207,7 +220,7 @@ def test_properties_tokenizer_edge_cases() -> None:
 def test_errors_on_either_exit_status(output: str, status: int, cls_name: str) -> None:
     cls = getattr(errors, cls_name)
     with pytest.raises(cls) as info:
-        check_errors(output, status, "/disk add slot=\"x\"")
+        check_errors(output, status, '/disk add slot="x"')
     assert type(info.value) is cls
     assert info.value.exit_status == status
     assert info.value.command == '/disk add slot="x"'
@@ -225,3 +238,14 @@ def test_no_error_for_data_quoting_an_error_message() -> None:
 def test_error_after_output_of_an_earlier_command() -> None:
     with pytest.raises(errors.NoSuchItem):
         check_errors(S.SYSTEM_IDENTITY + "no such item\r\n", 1)
+
+
+def test_full_width_break_after_an_unquoted_value_with_a_space() -> None:
+    # `file` ends the widest line and the separator was dropped: `filesize` is no key, `size` is.
+    text = S.crlf(
+        " 1   name=storage-pool/k8s/pvc-x.img type=.img file",
+        "     size=10.0GiB last-modified=2025-11-11 14:32:41",
+    )
+    [item] = parse_print(text)
+    assert item.props["type"] == ".img file"
+    assert parse_size(item.props["size"]) == 10 * 2**30
