@@ -19,9 +19,11 @@ from types import FrameType
 
 import grpc
 
+from rds_csi.capacity import GiB, parse_quantity
+from rds_csi.controller import ControllerConfig, ControllerService, ControllerServicer
 from rds_csi.csi import csi_pb2_grpc
 from rds_csi.endpoint import Endpoint, EndpointError, parse_endpoint, remove_stale_socket
-from rds_csi.health import ExecutableCheck, Readiness
+from rds_csi.health import ExecutableCheck, FunctionCheck, HealthResult, Readiness
 from rds_csi.identity import (
     DEFAULT_DRIVER_NAME,
     MODES,
@@ -30,8 +32,11 @@ from rds_csi.identity import (
     driver_version,
     validate_driver_name,
 )
+from rds_csi.ids import NQN_PREFIX_DEFAULT, IdError, Naming
 from rds_csi.logs import LEVELS, setup_logging
 from rds_csi.metrics import Metrics
+from rds_csi.params import ParameterError, VolumeParams, validate_address
+from rds_csi.rds import CircuitBreaker, RdsClient, SshConfig, SshTransport
 from rds_csi.rpc import RpcLogInterceptor
 
 log = logging.getLogger("rds_csi.server")
@@ -52,6 +57,16 @@ class Config:
     shutdown_grace: float = 30.0
     metrics_address: str = ""
     nvme_path: str = "/usr/sbin/nvme"
+    rds: RdsConfig | None = None
+
+
+@dataclass
+class RdsConfig:
+    """How the controller reaches the RDS and names things on it."""
+
+    ssh: SshConfig
+    controller: ControllerConfig
+    command_timeout: float = 30.0
 
 
 def _env(*names: str, default: str = "") -> str:
@@ -91,8 +106,106 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HOST:PORT to serve Prometheus /metrics on (default: off)")
     p.add_argument("--nvme-path", default=_env("RDS_CSI_NVME_PATH", default="/usr/sbin/nvme"),
                    help="the nvme CLI the node service uses (default /usr/sbin/nvme)")
+    rds = p.add_argument_group("RDS connection (controller)")
+    rds.add_argument("--rds-address", default=_env("RDS_ADDRESS"),
+                     help="HOST[:PORT] of the RDS SSH service (env RDS_ADDRESS; port 22)")
+    rds.add_argument("--rds-user", default=_env("RDS_USER", default="admin"),
+                     help="SSH user (env RDS_USER; default admin)")
+    rds.add_argument("--rds-password-file", default=_env("RDS_PASSWORD_FILE"),
+                     help="file holding the SSH password (a Secret mount; env RDS_PASSWORD_FILE)")
+    rds.add_argument("--rds-key-file", default=_env("RDS_KEY_FILE"),
+                     help="file holding the SSH private key (env RDS_KEY_FILE)")
+    rds.add_argument("--rds-known-hosts", default=_env("RDS_KNOWN_HOSTS"),
+                     help="known_hosts file pinning the RDS host key (env RDS_KNOWN_HOSTS)")
+    rds.add_argument("--rds-host-key-fingerprint", default=_env("RDS_HOST_KEY_FINGERPRINT"),
+                     help="pinned host key as SHA256:<base64> (env RDS_HOST_KEY_FINGERPRINT)")
+    rds.add_argument("--rds-insecure-skip-host-key-check", action="store_true",
+                     default=_env("RDS_INSECURE_SKIP_HOST_KEY_CHECK") == "true",
+                     help="do not verify the RDS host key (insecure; for labs only)")
+    rds.add_argument("--rds-max-sessions", type=int, default=4,
+                     help="concurrent SSH sessions to the RDS (default 4)")
+    rds.add_argument("--rds-command-timeout", type=float, default=30.0,
+                     help="seconds a RouterOS command may take (default 30)")
+    rds.add_argument("--rds-pool", default=_env("RDS_POOL", default="storage-pool"),
+                     help="slot or mount point of the storage pool disk (default storage-pool)")
+    rds.add_argument("--rds-name", default=_env("RDS_NAME", default="rds"),
+                     help="this RDS's name in the topology segment <driver-name>/rds")
+    rds.add_argument("--volume-base-path", default=_env("RDS_VOLUME_BASE_PATH",
+                                                       default="storage-pool/k8s"),
+                     help="directory on the RDS for volume files (default storage-pool/k8s)")
+    rds.add_argument("--nqn-prefix", default=_env("RDS_NQN_PREFIX", default=NQN_PREFIX_DEFAULT),
+                     help=f"NQN prefix of exported volumes (default {NQN_PREFIX_DEFAULT})")
+    rds.add_argument("--nvme-address", default=_env("RDS_NVME_ADDRESS"),
+                     help="address nodes connect to for NVMe/TCP (default: the RDS host)")
+    rds.add_argument("--nvme-port", type=int, default=4420,
+                     help="default NVMe/TCP port of new volumes (default 4420)")
+    rds.add_argument("--capacity-reserve", default="0",
+                     help="pool space GetCapacity keeps back, e.g. 100Gi (default 0)")
+    rds.add_argument("--default-volume-size", default="1Gi",
+                     help="size of volumes created without a capacity range (default 1Gi)")
     p.add_argument("--version", action="version", version=f"rds-csi {driver_version()}")
     return p
+
+
+def _rds_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RdsConfig:
+    if not args.rds_address:
+        parser.error(f"--rds-address is required in {args.mode} mode")
+    host, sep, port_text = args.rds_address.rpartition(":")
+    if not sep or "]" in port_text:
+        host, port_text = args.rds_address, "22"
+    host = host.strip("[]")
+    try:
+        host = validate_address(host, "--rds-address")
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError
+    except (ParameterError, ValueError) as exc:
+        parser.error(str(exc) if isinstance(exc, ParameterError) else
+                     f"--rds-address port must be 1-65535, got {port_text!r}")
+    if not args.rds_password_file and not args.rds_key_file:
+        parser.error("--rds-password-file or --rds-key-file is required in controller mode")
+    for flag in ("rds_password_file", "rds_key_file", "rds_known_hosts"):
+        path = getattr(args, flag)
+        if path and not Path(path).is_file():
+            parser.error(f"--{flag.replace('_', '-')} {path} does not exist")
+    if not (args.rds_known_hosts or args.rds_host_key_fingerprint
+            or args.rds_insecure_skip_host_key_check):
+        parser.error("pin the RDS host key with --rds-known-hosts or --rds-host-key-fingerprint "
+                     "(or pass --rds-insecure-skip-host-key-check for a lab)")
+    if args.rds_max_sessions < 1:
+        parser.error("--rds-max-sessions must be at least 1")
+    try:
+        naming = Naming(nqn_prefix=args.nqn_prefix, base_path=args.volume_base_path)
+        nvme_address = validate_address(args.nvme_address or host, "--nvme-address")
+        reserve = parse_quantity(args.capacity_reserve)
+        default_size = parse_quantity(args.default_volume_size)
+    except (IdError, ParameterError, ValueError) as exc:
+        parser.error(str(exc))
+    if not 0 < args.nvme_port < 65536:
+        parser.error("--nvme-port must be 1-65535")
+    if default_size < 1 << 20:
+        parser.error("--default-volume-size must be at least 1Mi")
+    ssh = SshConfig(
+        host=host,
+        port=port,
+        username=args.rds_user,
+        password_file=Path(args.rds_password_file) if args.rds_password_file else None,
+        private_key_file=Path(args.rds_key_file) if args.rds_key_file else None,
+        known_hosts_file=Path(args.rds_known_hosts) if args.rds_known_hosts else None,
+        host_key_fingerprint=args.rds_host_key_fingerprint or None,
+        insecure_skip_host_key_check=args.rds_insecure_skip_host_key_check,
+        max_sessions=args.rds_max_sessions,
+    )
+    controller = ControllerConfig(
+        naming=naming,
+        defaults=VolumeParams(nvme_address=nvme_address, nvme_port=args.nvme_port),
+        pool=args.rds_pool,
+        capacity_reserve_bytes=reserve,
+        default_volume_bytes=default_size or GiB,
+        topology_key=f"{args.driver_name}/rds",
+        rds_name=args.rds_name,
+    )
+    return RdsConfig(ssh=ssh, controller=controller, command_timeout=args.rds_command_timeout)
 
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:
@@ -114,6 +227,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         parser.error("--max-workers must be at least 1")
     if args.shutdown_grace < 0:
         parser.error("--shutdown-grace must not be negative")
+    rds = _rds_config(parser, args) if args.mode in ("controller", "all") else None
     return Config(
         endpoint=endpoint,
         mode=args.mode,
@@ -126,6 +240,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         shutdown_grace=args.shutdown_grace,
         metrics_address=args.metrics_address,
         nvme_path=args.nvme_path,
+        rds=rds,
     )
 
 
@@ -186,8 +301,21 @@ class CsiServer:
             Path(path).unlink(missing_ok=True)
 
 
+def build_controller(rds: RdsConfig) -> ControllerService:
+    transport = CircuitBreaker(SshTransport(rds.ssh), name=rds.ssh.host)
+    client = RdsClient(transport, timeout=rds.command_timeout)
+    return ControllerService(client, rds.controller)
+
+
 def build_server(config: Config, metrics: Metrics | None = None) -> CsiServer:
     readiness = Readiness()
+    controller = build_controller(config.rds) if config.rds is not None else None
+    if controller is not None:
+        def rds_health() -> HealthResult:
+            ok, reason = controller.rds_reachable()
+            return HealthResult(ok, reason)
+
+        readiness.add(FunctionCheck("rds-ssh", rds_health))
     if config.mode in ("node", "all"):
         readiness.add(ExecutableCheck("nvme-cli", config.nvme_path))
     identity = IdentityService(
@@ -196,13 +324,17 @@ def build_server(config: Config, metrics: Metrics | None = None) -> CsiServer:
         readiness=readiness,
         manifest={"node-id": config.node_id} if config.node_id else {},
     )
-    return CsiServer(
+    server = CsiServer(
         config.endpoint,
         identity,
         socket_mode=config.socket_mode,
         max_workers=config.max_workers,
         metrics=metrics,
     )
+    if controller is not None:
+        csi_pb2_grpc.add_ControllerServicer_to_server(
+            ControllerServicer(controller), server.grpc_server)
+    return server
 
 
 def run(config: Config) -> int:

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import grpc
+
 from rds_csi.csi import csi_pb2, csi_pb2_grpc
 
 
@@ -55,7 +56,8 @@ def test_node_mode_serves_identity_and_stops_on_sigterm(rds_csi_bin, short_tmp) 
 
 
 def test_tcp_endpoint_and_sigint(rds_csi_bin) -> None:
-    proc = _start(rds_csi_bin, "--mode", "controller", "--endpoint", "tcp://127.0.0.1:0")
+    proc = _start(rds_csi_bin, "--mode", "node", "--node-id", "n1",
+                  "--endpoint", "tcp://127.0.0.1:0")
     try:
         deadline = time.monotonic() + 15
         port = None
@@ -83,7 +85,7 @@ def test_bad_flags_exit_2_with_message(rds_csi_bin) -> None:
 def test_refuses_to_replace_a_regular_file(rds_csi_bin, short_tmp) -> None:
     target = short_tmp / "important"
     target.write_text("data")
-    proc = subprocess.run([str(rds_csi_bin), "--mode", "controller",
+    proc = subprocess.run([str(rds_csi_bin), "--mode", "node", "--node-id", "n1",
                            "--endpoint", f"unix://{target}"],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1

@@ -7,6 +7,7 @@ import time
 
 import grpc
 import pytest
+
 from rds_csi.csi import csi_pb2, csi_pb2_grpc
 from rds_csi.endpoint import parse_endpoint
 from rds_csi.health import FunctionCheck, HealthResult, Readiness
@@ -126,3 +127,37 @@ def test_env_fallbacks(monkeypatch) -> None:
     cfg = parse_config(["--mode", "node"])
     assert cfg.endpoint.address == "/tmp/from-env.sock"
     assert cfg.node_id == "node-from-env"
+
+
+def test_controller_flags(tmp_path, capsys) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    base = ["--mode", "controller", "--endpoint", "unix:///tmp/c.sock"]
+    cfg = parse_config([*base, "--rds-address", "127.0.0.1:2222", "--rds-password-file", str(pw),
+                        "--rds-insecure-skip-host-key-check", "--capacity-reserve", "10Gi",
+                        "--rds-name", "rds-a"])
+    assert cfg.rds is not None
+    assert (cfg.rds.ssh.host, cfg.rds.ssh.port) == ("127.0.0.1", 2222)
+    assert cfg.rds.controller.capacity_reserve_bytes == 10 << 30
+    assert cfg.rds.controller.defaults.nvme_address == "127.0.0.1"
+    assert cfg.rds.controller.topology_key == "rds-csi.io/rds"
+    assert cfg.rds.controller.rds_name == "rds-a"
+    for extra, fragment in [
+        ([], "--rds-address is required"),
+        (["--rds-address", "127.0.0.1"], "--rds-password-file or --rds-key-file"),
+        (["--rds-address", "127.0.0.1", "--rds-password-file", str(pw)], "pin the RDS host key"),
+        (["--rds-address", "127.0.0.1", "--rds-password-file", str(tmp_path / "nope"),
+          "--rds-insecure-skip-host-key-check"], "does not exist"),
+        (["--rds-address", "bad host!", "--rds-password-file", str(pw),
+          "--rds-insecure-skip-host-key-check"], "neither an IP address"),
+        (["--rds-address", "127.0.0.1:99999", "--rds-password-file", str(pw),
+          "--rds-insecure-skip-host-key-check"], "port must be 1-65535"),
+        (["--rds-address", "127.0.0.1", "--rds-password-file", str(pw),
+          "--rds-insecure-skip-host-key-check", "--volume-base-path", "../etc"], "volume path"),
+        (["--rds-address", "127.0.0.1", "--rds-password-file", str(pw),
+          "--rds-insecure-skip-host-key-check", "--capacity-reserve", "lots"], "whole number"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            parse_config(base + extra)
+        assert exc.value.code == 2
+        assert fragment in capsys.readouterr().err, fragment
