@@ -226,15 +226,19 @@ class SshTransport:
 
     def _connect_once(self) -> paramiko.Transport:
         cfg = self._cfg
+        known = self._known_keys()
         try:
             sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.connect_timeout)
         except OSError as e:
             raise RdsUnavailable(f"RDS {self.target}: cannot connect: {e}") from e
         ssh = paramiko.Transport(sock)
         try:
-            self._prefer_pinned_key_types(ssh)
-            ssh.start_client(timeout=cfg.connect_timeout)
-            self._check_host_key(ssh.get_remote_server_key())
+            self._prefer_key_types(ssh, known)
+            try:
+                ssh.start_client(timeout=cfg.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                raise RdsUnavailable(f"RDS {self.target}: SSH handshake failed: {e}") from e
+            self._check_host_key(ssh.get_remote_server_key(), known)
             self._authenticate(ssh)
         except BaseException:
             ssh.close()
@@ -255,9 +259,10 @@ class SshTransport:
         entry = hostkeys.lookup(self._host_lookup_name())
         return [] if entry is None else [entry[t] for t in entry]
 
-    def _prefer_pinned_key_types(self, ssh: paramiko.Transport) -> None:
+    @staticmethod
+    def _prefer_key_types(ssh: paramiko.Transport, known: list[paramiko.PKey]) -> None:
         """Ask for the host key type we have pinned, so a device with several keys shows it."""
-        types = [k.get_name() for k in self._known_keys()]
+        types = [k.get_name() for k in known]
         if "ssh-rsa" in types:
             types += ["rsa-sha2-512", "rsa-sha2-256"]
         opts = ssh.get_security_options()
@@ -265,7 +270,7 @@ class SshTransport:
         if wanted:
             opts.key_types = wanted + [t for t in opts.key_types if t not in wanted]
 
-    def _check_host_key(self, key: paramiko.PKey) -> None:
+    def _check_host_key(self, key: paramiko.PKey, known: list[paramiko.PKey]) -> None:
         cfg = self._cfg
         if cfg.host_key_fingerprint is not None:
             got = sha256_fingerprint(key)
@@ -275,7 +280,6 @@ class SshTransport:
                 f"RDS {self.target}: host key {got} does not match the pinned fingerprint"
             )
         if cfg.known_hosts_file is not None:
-            known = self._known_keys()
             if any(k.get_name() == key.get_name() and k.asbytes() == key.asbytes() for k in known):
                 return
             what = "does not match" if known else "has no entry in"

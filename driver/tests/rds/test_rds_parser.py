@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import ros_samples as S
+
 from rds_csi import errors
 from rds_csi.errors import RdsParseError
 from rds_csi.rds.client import disk_from_item, file_from_item, pool_from_item

@@ -7,6 +7,7 @@ import re
 import ros_format as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from rds_csi.errors import InvalidValue
 from rds_csi.rds import commands as C
 from rds_csi.rds.client import disk_from_item
