@@ -152,8 +152,12 @@ class Simulator:
     def start(self) -> int:
         """Start serving; returns the bound SSH port."""
         port = self.ssh.start()
-        if self.control is not None:
-            self.control.start()
+        try:
+            if self.control is not None:
+                self.control.start()
+        except BaseException:
+            self.ssh.stop()
+            raise
         return port
 
     def stop(self) -> None:

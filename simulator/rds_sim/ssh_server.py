@@ -158,7 +158,7 @@ class _Connection(paramiko.ServerInterface):
         self.creds = creds
         self.peer = peer
         self.session: Session | None = None
-        self.requests: queue.Queue[tuple[paramiko.Channel, str] | None] = queue.Queue()
+        self.requests: queue.Queue[tuple[paramiko.Channel, str]] = queue.Queue()
         self._pending: dict[int, str] = {}
         self._exec_seen: set[int] = set()
         self._lock = threading.Lock()
@@ -340,6 +340,17 @@ class SSHServer:
             t.start()
 
     def _serve(self, conn: socket.socket, peer: str) -> None:
+        try:
+            self._serve_ssh(conn, peer)
+        except (paramiko.SSHException, OSError, EOFError) as e:  # peer gone before the handshake
+            log.debug("%s: connection failed: %s", peer, e)
+            _close_quietly(conn)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+            self._slots.release()
+
+    def _serve_ssh(self, conn: socket.socket, peer: str) -> None:
         conn.settimeout(None)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else ~40 ms per reply
         transport = _Transport(conn)
@@ -361,15 +372,11 @@ class SSHServer:
                     item = iface.requests.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                if item is None:
-                    break
                 self._run(transport, iface, *item)
         finally:
             transport.close()
             with self._lock:
                 self._transports.discard(transport)
-                self._threads.discard(threading.current_thread())
-            self._slots.release()
 
     def _run(
         self, transport: paramiko.Transport, iface: _Connection, chan: paramiko.Channel, line: str
