@@ -111,7 +111,11 @@ class Device:
             except _Rebooted:
                 raise DropConnection("device is rebooting") from None
             if hook is not None:
-                hook.after_command(info, status)
+                try:
+                    hook.after_command(info, status)
+                except InjectedError as err:
+                    out.append(str(err) + CRLF)
+                    status = 1
             if status:
                 break
         return CommandResult("".join(out), status, infos)

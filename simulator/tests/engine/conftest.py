@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from rds_sim.device import CommandResult, Device
 from rds_sim.exports import NoneBackend
 

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from rds_sim.device import CommandInfo, Device, DropConnection, InjectedError
 from rds_sim.exports import NoneBackend
 
@@ -336,3 +337,16 @@ def test_concurrent_duplicate_slot_only_one_wins(device: Device) -> None:
     for t in threads:
         t.join()
     assert sorted(results) == [0] + [1] * 7
+
+
+class FailAfter:
+    def before_command(self, cmd: CommandInfo) -> None:
+        pass
+
+    def after_command(self, cmd: CommandInfo, exit_status: int) -> None:
+        raise InjectedError("failure: injected after")
+
+
+def test_injected_error_after_command_stops_the_line(device: Device) -> None:
+    r = device.execute("/disk print count-only; /disk print count-only", hook=FailAfter())
+    assert (r.exit_status, r.output) == (1, "1\r\nfailure: injected after\r\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from rds_sim.device import Device
 from rds_sim.routeros.values import group_digits, human_size, parse_size
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from rds_sim.device import Device
 
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
