@@ -12,6 +12,7 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from rds_sim.server import Simulator
 
 PASSWORD = "s3cret-pass"

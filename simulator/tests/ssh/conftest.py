@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fake_device import FakeDevice
+
 from rds_sim.server import Simulator
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rds_sim import cli
 
 Connect = Callable[..., Any]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from rds_sim import cli
 from rds_sim.control import ControlError, request, socket_path
 from rds_sim.server import Simulator

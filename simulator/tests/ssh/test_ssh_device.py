@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rds_sim.exports import NoneBackend
 from rds_sim.server import Simulator
 

@@ -9,6 +9,7 @@ from typing import Any
 import paramiko
 import pytest
 from fake_device import FakeDevice
+
 from rds_sim.device import CommandInfo, DropConnection, InjectedError
 from rds_sim.faults import FaultInjector, Kind, parse_size_gib
 from rds_sim.server import Simulator

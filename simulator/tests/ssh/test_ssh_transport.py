@@ -12,6 +12,7 @@ from typing import Any
 import paramiko
 import pytest
 from fake_device import FakeDevice
+
 from rds_sim.server import Simulator
 from rds_sim.ssh_server import load_authorized_keys, load_or_create_host_key, split_username
 
