@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,15 @@ def test_serve_end_to_end(served: Callable[..., Any], connect: Connect, tmp_path
     assert fault.returncode == 0, fault.stderr
     out, status = c.run("/disk add type=file file-path=storage-pool/a.img file-size=1G slot=a")
     assert (out, status) == ("failure: not enough space\r\n", 1)
+    # Rude clients: a bare TCP connect, and one that vanishes while its command sleeps.
+    socket.create_connection(("127.0.0.1", port)).close()
+    subprocess.run([*RDS_SIM, "fault", "--state-dir", str(tmp_path / "state"), "latency",
+                    "/disk print", "0.5"], check=True, capture_output=True, timeout=30)
+    rude = connect(port)
+    rude.transport.open_session().exec_command("/disk print")
+    rude.close()
+    time.sleep(0.7)
+    assert c.run("/system identity print")[1] == 0
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert proc.stderr is not None and proc.stderr.read() == ""

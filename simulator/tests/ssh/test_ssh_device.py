@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,28 @@ def test_exit_status_runtime_vs_parse_error(rsim: Simulator, connect: Connect) -
     assert status == 0 and out.startswith("bad command name")
     c.run(add("dup"))
     assert c.run(add("dup"))[1] == 1
+
+
+def test_concurrent_clients(rsim: Simulator, connect: Connect) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            c = connect(rsim.port)
+            for j in range(3):
+                assert c.run(add(f"pvc-{n}-{j}")) == ("", 0)
+                out, status = c.run(f"/disk print detail where slot=pvc-{n}-{j}")
+                assert status == 0 and f'slot="pvc-{n}-{j}"' in out
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert connect(rsim.port).run("/disk print count-only where slot~\"^pvc-\"")[0] == "60\r\n"
 
 
 def test_parse_error_exit_status_switch(make_sim: Callable[..., Simulator],
