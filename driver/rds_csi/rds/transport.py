@@ -168,6 +168,9 @@ class SshTransport:
         ssh = self._connection()
         try:
             return ssh, ssh.open_session(timeout=timeout)
+        except paramiko.ChannelException as e:
+            # The device answered and refused (too many sessions?): the connection is fine.
+            raise RdsUnavailable(f"RDS {self.target}: SSH session refused: {e}") from e
         except (paramiko.SSHException, OSError, EOFError) as e:
             log.info("RDS %s: session open failed (%s); reconnecting", self.target, e)
             self._mark_dead(ssh)

@@ -52,7 +52,8 @@ class SshServer:
         self.password = password
         self.authorized_key = authorized_key
         self.handler: Callable[[str], Reply] = handler or (lambda cmd: Reply(f"ran {cmd}\r\n"))
-        self.refuse = False
+        self.refuse = False  # accept connections and close them at once
+        self.refuse_sessions = False  # refuse channel opens (too many sessions)
         self.seen = Seen()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -196,7 +197,7 @@ class _Interface(paramiko.ServerInterface):
         return paramiko.AUTH_FAILED
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
-        if kind == "session":
+        if kind == "session" and not self.s.refuse_sessions:
             return paramiko.OPEN_SUCCEEDED
         return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 

@@ -13,19 +13,30 @@ from rds_csi.rds import commands as C
 from rds_csi.rds.client import disk_from_item
 from rds_csi.rds.parser import parse_print
 
-SLOT = st.from_regex(r"[a-z0-9][a-z0-9-]{0,31}", fullmatch=True)
-COMPONENT = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,20}", fullmatch=True)
+LOWER = "abcdefghijklmnopqrstuvwxyz0123456789"
+PATH_CHARS = LOWER + "ABCXYZ._-"
+COMMENT_CHARS = LOWER + "ABZ_.,:/@+%()#-"
+
+
+def _word(first: str, rest: str, max_size: int) -> st.SearchStrategy[str]:
+    return st.builds(str.__add__, st.sampled_from(first), st.text(rest, max_size=max_size - 1))
+
+
+SLOT = _word(LOWER, LOWER + "-", 32)
 PATH = st.builds(
     lambda lead, parts: lead + "/".join(parts),
     st.sampled_from(["", "/"]),
-    st.lists(COMPONENT, min_size=1, max_size=6),
+    st.lists(_word(LOWER + "_", PATH_CHARS, 20), min_size=1, max_size=6),
 )
-NQN = st.from_regex(
-    r"nqn\.20[0-9]{2}-(0[1-9]|1[0-2])\.[a-z0-9-]{1,12}(\.[a-z0-9-]{1,12}){1,3}:[a-z0-9.:-]{1,60}",
-    fullmatch=True,
+NQN = st.builds(
+    lambda y, m, dom, suffix: f"nqn.{y}-{m:02d}.{'.'.join(dom)}:{suffix}",
+    st.integers(2000, 2099),
+    st.integers(1, 12),
+    st.lists(st.text(LOWER + "-", min_size=1, max_size=10), min_size=2, max_size=4),
+    st.text(LOWER + ".:-", min_size=1, max_size=60),
 )
-COMMENT = st.from_regex(
-    r"[A-Za-z0-9_.,:/@+%()#-]{1,20}( [A-Za-z0-9_.,:/@+%()#-]{1,20}){0,5}", fullmatch=True
+COMMENT = st.lists(st.text(COMMENT_CHARS, min_size=1, max_size=20), min_size=1, max_size=6).map(
+    " ".join
 )
 
 DISK = st.builds(
@@ -43,7 +54,7 @@ DISK = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     disks=st.lists(DISK, min_size=0, max_size=4),
     width=st.integers(30, 200),

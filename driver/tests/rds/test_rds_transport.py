@@ -184,6 +184,18 @@ def test_slow_but_in_time(server: SshServer, make_transport: Make) -> None:
     assert make_transport().run("add", timeout=5).stdout == "done\r\n"
 
 
+def test_refused_session_keeps_the_connection(server: SshServer, make_transport: Make) -> None:
+    t = make_transport()
+    t.run("a", timeout=5)
+    server.refuse_sessions = True
+    with pytest.raises(RdsUnavailable, match="session refused"):
+        t.run("b", timeout=5)
+    server.refuse_sessions = False
+    assert t.run("c", timeout=5).stdout == "ran c\r\n"
+    assert server.seen.connections == 1
+    assert server.seen.commands == ["a", "c"]
+
+
 def test_refused_connections_back_off_with_jitter(server: SshServer, make_transport: Make) -> None:
     server.refuse = True
     sleeps = Sleeps()
