@@ -83,6 +83,14 @@ def test_concurrent_clients(rsim: Simulator, connect: Connect) -> None:
     assert connect(rsim.port).run("/disk print count-only where slot~\"^pvc-\"")[0] == "60\r\n"
 
 
+def test_large_output_arrives_intact(rsim: Simulator, connect: Connect) -> None:
+    for i in range(150):
+        assert rsim.device.execute(add(f"pvc-big-{i:03d}")).exit_status == 0
+    expected = rsim.device.execute("/disk print detail").output
+    assert len(expected) > 80_000  # many SSH packets (32 KiB at most each)
+    assert connect(rsim.port).run("/disk print detail") == (expected, 0)
+
+
 def test_parse_error_exit_status_switch(make_sim: Callable[..., Simulator],
                                         connect: Connect) -> None:
     sim = make_sim(parse_error_exit_status=1)
