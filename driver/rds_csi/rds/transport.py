@@ -124,7 +124,6 @@ class SshTransport:
         self,
         config: SshConfig,
         *,
-        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -134,7 +133,6 @@ class SshTransport:
                 "host key check for RDS %s:%d is DISABLED (insecure)", config.host, config.port
             )
         self._cfg = config
-        self._clock = clock
         self._sleep = sleep
         self._rand = rand
         self._sessions = threading.BoundedSemaphore(config.max_sessions)
@@ -146,11 +144,12 @@ class SshTransport:
         return f"{self._cfg.host}:{self._cfg.port}"
 
     def run(self, command: str, *, timeout: float) -> CommandOutput:
+        """`timeout` bounds opening the session and running the command; (re)connecting is
+        bounded on its own by `connect_timeout`, `connect_attempts` and the backoff."""
         with self._sessions:
-            deadline = self._clock() + timeout
             ssh, chan = self._open_channel(timeout)
             try:
-                return self._exec(ssh, chan, command, deadline)
+                return self._exec(ssh, chan, command, timeout)
             finally:
                 chan.close()
 
@@ -326,7 +325,7 @@ class SshTransport:
     # --- one command ---------------------------------------------------------------------
 
     def _exec(
-        self, ssh: paramiko.Transport, chan: paramiko.Channel, command: str, deadline: float
+        self, ssh: paramiko.Transport, chan: paramiko.Channel, command: str, timeout: float
     ) -> CommandOutput:
         """Run one command; a watchdog closes the channel at the deadline, which unblocks
         every paramiko wait (exec request, reads, exit status) at once."""
@@ -337,7 +336,7 @@ class SshTransport:
             expired.set()
             chan.close()
 
-        watchdog = threading.Timer(max(deadline - self._clock(), 0.0), expire)
+        watchdog = threading.Timer(timeout, expire)
         watchdog.daemon = True
         watchdog.start()
         chunks: list[bytes] = []

@@ -250,3 +250,33 @@ def test_full_width_break_after_an_unquoted_value_with_a_space() -> None:
     [item] = parse_print(text)
     assert item.props["type"] == ".img file"
     assert parse_size(item.props["size"]) == 10 * 2**30
+
+
+def test_properties_may_start_on_the_line_after_the_index() -> None:
+    text = S.crlf(
+        S.FLAGS,
+        " 0 B t",
+        "       ;;; on its own line",
+        '       type=file slot="pvc-a"',
+        "       size=1 024",
+        "",
+        " 1 X",
+        '       type=file slot="pvc-b"',
+    )
+    a, b = parse_print(text)
+    assert (a.flags, a.comment, dict(a.props)) == (
+        {"B", "t"},
+        "on its own line",
+        {"type": "file", "slot": "pvc-a", "size": "1 024"},
+    )
+    assert (b.flags, b.comment, b.props["slot"]) == ({"X"}, None, "pvc-b")
+
+
+def test_first_line_split_inside_the_first_key_is_not_read_as_flags() -> None:
+    # folded at 10 columns: 3 characters per continuation line
+    text = S.crlf(
+        S.FLAGS, " 0 B t typ", "       e=f", "       ile", "        sl", "       ot=", '       "a"'
+    )
+    [item] = parse_print(text)
+    assert item.flags == {"B", "t"}
+    assert dict(item.props) == {"type": "file", "slot": "a"}
