@@ -325,7 +325,11 @@ def parse_print(text: str) -> list[Item]:
 
 
 def _split_comment(r: _RawItem) -> tuple[str | None, list[tuple[str, int]]]:
-    """Separate an item's `;;;` comment from its property lines; strip continuation indent."""
+    """Separate an item's `;;;` comment from its property lines; strip continuation indent.
+
+    Line lengths are measured without trailing spaces: a kept separator may stick out past the
+    width, and such a break is recognised by the space itself.
+    """
     first = r.lines[0]
     indent = r.content_col
     if indent is None and len(r.lines) > 1:
@@ -333,9 +337,9 @@ def _split_comment(r: _RawItem) -> tuple[str | None, list[tuple[str, int]]]:
     indent = indent or 0
     parts: list[tuple[str, int]] = []
     if r.content_col is not None:
-        parts.append((first[r.content_col :], len(first)))
+        parts.append((first[r.content_col :], len(first.rstrip())))
     for line in r.lines[1:]:
-        parts.append((line[min(indent, _leading_spaces(line)) :], len(line)))
+        parts.append((line[min(indent, _leading_spaces(line)) :], len(line.rstrip())))
     comment: str | None = None
     if parts and parts[0][0].lstrip().startswith(";;;"):
         comment_parts = [(parts[0][0].lstrip()[3:].strip(), parts[0][1])]

@@ -280,3 +280,17 @@ def test_first_line_split_inside_the_first_key_is_not_read_as_flags() -> None:
     [item] = parse_print(text)
     assert item.flags == {"B", "t"}
     assert dict(item.props) == {"type": "file", "slot": "a"}
+
+
+def test_kept_separator_sticking_out_past_the_width() -> None:
+    # Wrapped at 30; the separator after a token that fills the line is kept as a 31st column.
+    text = S.crlf(
+        ' 0 B t type=file slot="pvc-ab" ',
+        '       model="/storage-pool/k8',
+        '       s/pvc-a.img" fs=-',
+        "       size=1 024",
+    )
+    assert [len(line) for line in text.split("\r\n")[:4]] == [31, 30, 24, 17]
+    [item] = parse_print(text)
+    assert item.props["model"] == "/storage-pool/k8s/pvc-a.img"
+    assert item.props["size"] == "1 024"
