@@ -93,7 +93,7 @@ def wrap_words(prefix: str, content: str, width: int, indent: int, keep: bool) -
             cur, empty = cur + sep + word, False
             continue
         if not empty and indent + len(word) <= width:
-            lines.append(cur + (" " if keep and len(cur) < width else ""))
+            lines.append(cur + (" " if keep else ""))  # may stick out one column
             cur = " " * indent + word
             continue
         piece = sep + word
