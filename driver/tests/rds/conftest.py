@@ -10,11 +10,9 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sshd_fixture import SshServer
+from sshd_fixture import PASSWORD, Sleeps, SshServer
 
 from rds_csi.rds.transport import SshConfig, SshTransport
-
-PASSWORD = "s3cret-Pa55word"
 
 
 @pytest.fixture(scope="session")
@@ -65,11 +63,6 @@ def known_hosts(tmp_path: Path, server: SshServer) -> Path:
     p = tmp_path / "known_hosts"
     p.write_text(server.known_hosts_line())
     return p
-
-
-class Sleeps(list[float]):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
 
 
 @pytest.fixture

@@ -16,6 +16,15 @@ from dataclasses import dataclass, field
 
 import paramiko
 
+PASSWORD = "s3cret-Pa55word"
+
+
+class Sleeps(list[float]):
+    """An injectable `sleep` that records instead of sleeping."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
 
 @dataclass(frozen=True)
 class Reply:

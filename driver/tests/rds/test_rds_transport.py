@@ -10,8 +10,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from conftest import PASSWORD, Sleeps
-from sshd_fixture import Reply, SshServer
+from sshd_fixture import PASSWORD, Reply, Sleeps, SshServer
 
 from rds_csi.errors import (
     AuthenticationFailed,
