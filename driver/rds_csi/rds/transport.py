@@ -298,7 +298,7 @@ class SshTransport:
             if cfg.private_key_file is not None:
                 try:
                     key = paramiko.PKey.from_path(cfg.private_key_file)
-                except (OSError, paramiko.SSHException, ValueError) as e:
+                except Exception as e:  # missing, unknown type, encrypted, garbage...
                     raise AuthenticationFailed(
                         f"RDS {self.target}: cannot load private key {cfg.private_key_file}: "
                         f"{type(e).__name__}"

@@ -79,9 +79,14 @@ def test_bad_credentials_fail_fast_without_leaking(
     t2 = make_transport(password_file=None, private_key_file=key_files["rsa"])
     with pytest.raises(AuthenticationFailed):
         t2.run("x", timeout=5)
-    missing = make_transport(password_file=None, private_key_file=tmp_path / "nope")
-    with pytest.raises(AuthenticationFailed):
-        missing.run("x", timeout=5)
+    garbage = tmp_path / "garbage"
+    garbage.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nzzzz\n")
+    encrypted = tmp_path / "encrypted"
+    paramiko.RSAKey.generate(1024).write_private_key_file(str(encrypted), password="kp")
+    for bad in (tmp_path / "nope", garbage, encrypted):
+        t3 = make_transport(password_file=None, private_key_file=bad)
+        with pytest.raises(AuthenticationFailed, match="cannot load private key"):
+            t3.run("x", timeout=5)
     key_text = key_files["rsa"].read_text()
     for secret in (PASSWORD, "not-the-", key_text.splitlines()[1]):
         assert secret not in str(info.value)
