@@ -15,6 +15,7 @@ import sys
 
 import grpc
 from google.protobuf.text_format import MessageToString
+
 from rds_csi.csi import csi_pb2, csi_pb2_grpc
 
 

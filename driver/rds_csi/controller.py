@@ -232,8 +232,13 @@ class ControllerService:
         """Only ever delete files this driver named after the slot."""
         return file_path is not None and file_path.removeprefix("/").endswith(f"/{slot}.img")
 
-    def _create(self, slot: str, action: str, create: Callable[[], None]) -> Disk:
-        """Run a /disk add, converging to exactly one disk whatever the connection does."""
+    def _create(self, slot: str, action: str, create: Callable[[], None]) -> tuple[Disk, bool]:
+        """Run a /disk add, converging to exactly one disk whatever the connection does.
+
+        Returns the disk read back from the device and whether it already existed (the
+        device said "already have such entry": another creator won, or a retry).
+        """
+        existed = False
         for attempt in (1, 2):
             try:
                 with rds_errors(action):
@@ -242,7 +247,8 @@ class ControllerService:
             except CsiError as err:
                 cause = err.__cause__
                 if isinstance(cause, AlreadyExists):
-                    break  # a concurrent creator (another controller replica) won: read it back
+                    existed = True
+                    break
                 if isinstance(cause, ConnectionLost):
                     # The add may or may not have run: look before acting again.
                     log.warning("connection lost during create; checking the device",
@@ -255,15 +261,25 @@ class ControllerService:
         disk = self._get_disk(slot, action)
         if disk is None:
             raise internal(f"{action}: the RDS accepted the command but disk {slot} is not there")
-        return disk
+        return disk, existed
 
-    def _remove_stale_file(self, slot: str, file_path: str, action: str) -> None:
-        """A file without its disk is what a crash between the two leaves: clean it first."""
+    def _look(self, slot: str, file_path: str, action: str) -> Disk | None:
+        """Look before creating, in one command for the common case.
+
+        A disk always has its backing file (the device creates both and refuses to remove
+        a file in use), so no file means no disk. A file without its disk is what an
+        interrupted delete leaves behind: it is removed so a new volume never starts with
+        an old volume's data.
+        """
         with rds_errors(action):
-            if self.rds.get_file(file_path) is not None:
+            if self.rds.get_file(file_path) is None:
+                return None
+            disk = self.rds.get_disk(slot)
+            if disk is None:
                 log.warning("removing a backing file left without its disk",
                             extra={"fields": {"slot": slot, "file": file_path}})
                 self.rds.remove_file(file_path)
+            return disk
 
     # ----------------------------------------------------------------- volumes
 
@@ -314,11 +330,14 @@ class ControllerService:
                         f"source {source_slot} is {source_size} bytes, more than limit_bytes "
                         f"{limit}")
 
-            existing = self._get_disk(slot, f"looking up volume {name}")
-            if existing is not None:
-                disk = self._existing_volume(existing, name, req, params, source_slot)
-            else:
-                disk = self._new_volume(slot, name, size, params, source_slot)
+            file_path = self.naming.file_path(slot, params.volume_path or None)
+            existing = self._look(slot, file_path, f"looking up volume {name}")
+            fresh = False
+            if existing is None:
+                existing, fresh = self._new_volume(slot, name, size, params, source_slot,
+                                                   file_path)
+            disk = existing if fresh else self._existing_volume(
+                existing, name, req, params, source_slot)
             return csi_pb2.CreateVolumeResponse(volume=self._volume(disk, _decode_meta(disk)))
 
     def _content_source_slot(self, req: csi_pb2.CreateVolumeRequest) -> tuple[str, str]:
@@ -377,22 +396,22 @@ class ControllerService:
         return disk
 
     def _new_volume(self, slot: str, name: str, size: int, params: VolumeParams,
-                    source_slot: str) -> Disk:
-        file_path = self.naming.file_path(slot, params.volume_path or None)
+                    source_slot: str, file_path: str) -> tuple[Disk, bool]:
+        """Create the disk. Returns it and True, or the disk that turned out to exist
+        already (a racing creator, or our own earlier attempt) and False."""
         action = f"creating volume {name} ({slot})"
-        self._remove_stale_file(slot, file_path, action)
         meta = Meta("vol", name_digest(name), size, self._clock_ns(), source_slot,
                     params_to_meta(params))
         export = NvmeExport(nqn=self.naming.nqn(slot), port=params.nvme_port)
         if source_slot:
-            disk = self._create(slot, action, lambda: self.rds.create_disk_copy(
+            disk, existed = self._create(slot, action, lambda: self.rds.create_disk_copy(
                 slot, source_slot, file_path, size, export=export, comment=meta.encode()))
         else:
-            disk = self._create(slot, action, lambda: self.rds.create_disk(
+            disk, existed = self._create(slot, action, lambda: self.rds.create_disk(
                 slot, file_path, size, export=export, comment=meta.encode()))
         created = _decode_meta(disk)
-        if created is None or created.kind != "vol" or not created.is_for(name):
-            raise already_exists(f"slot {slot} was taken by something else while creating {name}")
+        if existed or created != meta:
+            return disk, False  # not this call's creation: the caller checks compatibility
         if disk.size_bytes is not None and disk.size_bytes < size:
             # A copy comes out at the source's size; grow it to what was asked for.
             with rds_errors(f"growing {slot} to {size} bytes"):
@@ -406,7 +425,7 @@ class ControllerService:
             raise internal(f"volume {slot} has {disk.size_bytes} bytes, expected {size}")
         log.info("volume created", extra={"fields": {
             "volume_id": slot, "name": name, "bytes": size, "source": source_slot}})
-        return disk
+        return disk, True
 
     def delete_volume(self, req: csi_pb2.DeleteVolumeRequest) -> csi_pb2.DeleteVolumeResponse:
         vid = req.volume_id
@@ -431,10 +450,10 @@ class ControllerService:
             with rds_errors(action):
                 self.rds.remove_disk(slot)
         if self._own_file(slot, file_path):
+            # The device refuses to remove a file a disk still uses, so success here also
+            # confirms the disk is gone.
             with rds_errors(action):
                 self.rds.remove_file(file_path)
-        if self._get_disk(slot, action) is not None:
-            raise internal(f"{slot} is still on the RDS after removal")
         if disk is not None:
             log.info("deleted", extra={"fields": {"volume_id": slot, "file": file_path}})
 
@@ -597,35 +616,30 @@ class ControllerService:
         slot = self.naming.snapshot_slot(name)
         src = req.source_volume_id
         with self._locks.hold(f"snapshot:{name}", slot, operation=f"CreateSnapshot {name}"):
-            existing = self._get_disk(slot, f"looking up snapshot {name}")
-            if existing is not None:
-                meta = _decode_meta(existing)
-                if meta is None or meta.kind != "snap" or not meta.is_for(name):
-                    raise already_exists(f"slot {slot} exists but is not snapshot {name}")
-                if meta.source != src:
-                    raise already_exists(
-                        f"snapshot {name} already exists for volume {meta.source}, not {src}")
-                return csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot(existing, meta))
-            source = self._existing(src, "snapshotting") if self.naming.is_volume_id(src) \
-                else None
-            if source is None:
-                raise not_found(f"source volume {src} does not exist")
-            size = source.size_bytes or 0
             file_path = self.naming.snapshot_file_path(slot)
-            action = f"creating snapshot {name} ({slot}) of {src}"
-            self._remove_stale_file(slot, file_path, action)
-            meta = Meta("snap", name_digest(name), size, self._clock_ns(), src)
-            disk = self._create(slot, action, lambda: self.rds.create_disk_copy(
-                slot, src, file_path, size, export=None, comment=meta.encode()))
-            stored = _decode_meta(disk)
+            existing = self._look(slot, file_path, f"looking up snapshot {name}")
+            if existing is None:
+                source = self._existing(src, "snapshotting") \
+                    if self.naming.is_volume_id(src) else None
+                if source is None:
+                    raise not_found(f"source volume {src} does not exist")
+                size = source.size_bytes or 0
+                action = f"creating snapshot {name} ({slot}) of {src}"
+                meta = Meta("snap", name_digest(name), size, self._clock_ns(), src)
+                existing, _ = self._create(slot, action, lambda: self.rds.create_disk_copy(
+                    slot, src, file_path, size, export=None, comment=meta.encode()))
+                log.info("snapshot created", extra={"fields": {
+                    "snapshot_id": slot, "source": src, "bytes": size}})
+            stored = _decode_meta(existing)
             if stored is None or stored.kind != "snap" or not stored.is_for(name):
-                raise already_exists(f"slot {slot} was taken by something else while creating "
-                                     f"snapshot {name}")
+                raise already_exists(f"slot {slot} exists but is not snapshot {name}")
+            if stored.source != src:
+                raise already_exists(
+                    f"snapshot {name} already exists for volume {stored.source}, not {src}")
+            disk = existing
             if disk.nvme_export:
                 with rds_errors(f"unexporting snapshot {slot}"):
                     self.rds.set_export(slot, False)
-            log.info("snapshot created", extra={"fields": {
-                "snapshot_id": slot, "source": src, "bytes": size}})
             return csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot(disk, stored))
 
     def delete_snapshot(self, req: csi_pb2.DeleteSnapshotRequest

@@ -1,6 +1,7 @@
 import socket
 
 import pytest
+
 from rds_csi.endpoint import EndpointError, parse_endpoint, remove_stale_socket
 
 

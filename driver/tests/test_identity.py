@@ -1,5 +1,6 @@
 import grpc
 import pytest
+
 from rds_csi.csi import csi_pb2
 from rds_csi.health import ExecutableCheck, FunctionCheck, HealthResult, Readiness
 from rds_csi.identity import IdentityService, driver_version, validate_driver_name

@@ -38,23 +38,25 @@ def test_concurrent_holders_exactly_one_wins() -> None:
     locks = OperationLocks()
     barrier = threading.Barrier(16)
     wins: list[int] = []
-    gate = threading.Event()
+    tried = threading.Semaphore(0)
+    everyone_tried = threading.Event()
 
     def worker(i: int) -> None:
         barrier.wait()
         try:
             with locks.hold("same", operation=str(i)):
                 wins.append(i)
-                gate.wait(2)
+                tried.release()
+                everyone_tried.wait(10)  # hold until every other thread has tried
         except CsiError:
-            pass
+            tried.release()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
-    while not wins:
-        pass
-    gate.set()
+    for _ in range(16):
+        assert tried.acquire(timeout=10)
+    everyone_tried.set()
     for t in threads:
         t.join()
     assert len(wins) == 1

@@ -2,6 +2,7 @@ import logging
 
 import grpc
 import pytest
+
 from rds_csi.csi import csi_pb2, csi_pb2_grpc
 from rds_csi.rpc import REDACTED, csi_method, redact
 from rds_csi.status import invalid_argument

@@ -5,6 +5,7 @@ type), independently of our proto file.
 """
 
 from google.protobuf import wrappers_pb2
+
 from rds_csi.csi import csi_pb2
 
 

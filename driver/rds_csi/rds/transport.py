@@ -233,6 +233,9 @@ class SshTransport:
             sock = socket.create_connection((cfg.host, cfg.port), timeout=cfg.connect_timeout)
         except OSError as e:
             raise RdsUnavailable(f"RDS {self.target}: cannot connect: {e}") from e
+        # Small request/reply exchanges: without TCP_NODELAY every exec channel waits for a
+        # delayed ACK (~40 ms) before its last packet leaves.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ssh = paramiko.Transport(sock)
         try:
             self._prefer_key_types(ssh, known)
