@@ -35,6 +35,8 @@ from rds_csi.identity import (
 from rds_csi.ids import NQN_PREFIX_DEFAULT, IdError, Naming
 from rds_csi.logs import LEVELS, setup_logging
 from rds_csi.metrics import Metrics
+from rds_csi.orphans import MODES as ORPHAN_MODES
+from rds_csi.orphans import KubernetesVolumes, OrphanReconciler, ReconcilerLoop
 from rds_csi.params import ParameterError, VolumeParams, validate_address
 from rds_csi.rds import CircuitBreaker, RdsClient, SshConfig, SshTransport
 from rds_csi.rpc import RpcLogInterceptor
@@ -67,6 +69,9 @@ class RdsConfig:
     ssh: SshConfig
     controller: ControllerConfig
     command_timeout: float = 30.0
+    orphan_mode: str = "off"
+    orphan_grace: float = 3600.0
+    orphan_interval: float = 600.0
 
 
 def _env(*names: str, default: str = "") -> str:
@@ -143,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pool space GetCapacity keeps back, e.g. 100Gi (default 0)")
     rds.add_argument("--default-volume-size", default="1Gi",
                      help="size of volumes created without a capacity range (default 1Gi)")
+    rds.add_argument("--orphan-reconcile", choices=ORPHAN_MODES,
+                     default=_env("RDS_ORPHAN_RECONCILE", default="off"),
+                     help="report (or delete) disks/files of this driver that no PersistentVolume "
+                          "or VolumeSnapshotContent references (default off)")
+    rds.add_argument("--orphan-grace", type=float, default=3600.0,
+                     help="seconds something must stay orphaned before it is deleted "
+                          "(default 3600)")
+    rds.add_argument("--orphan-interval", type=float, default=600.0,
+                     help="seconds between orphan scans (default 600)")
     p.add_argument("--version", action="version", version=f"rds-csi {driver_version()}")
     return p
 
@@ -205,7 +219,11 @@ def _rds_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Rd
         topology_key=f"{args.driver_name}/rds",
         rds_name=args.rds_name,
     )
-    return RdsConfig(ssh=ssh, controller=controller, command_timeout=args.rds_command_timeout)
+    if args.orphan_grace < 0 or args.orphan_interval < 1:
+        parser.error("--orphan-grace must be >= 0 and --orphan-interval >= 1")
+    return RdsConfig(ssh=ssh, controller=controller, command_timeout=args.rds_command_timeout,
+                     orphan_mode=args.orphan_reconcile, orphan_grace=args.orphan_grace,
+                     orphan_interval=args.orphan_interval)
 
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:
@@ -267,6 +285,7 @@ class CsiServer:
         )
         csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(identity), self._server)
         self.port = 0
+        self.controller: ControllerService | None = None
 
     @property
     def grpc_server(self) -> grpc.Server:
@@ -334,6 +353,7 @@ def build_server(config: Config, metrics: Metrics | None = None) -> CsiServer:
     if controller is not None:
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(controller), server.grpc_server)
+        server.controller = controller
     return server
 
 
@@ -351,6 +371,18 @@ def run(config: Config) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if config.metrics_address:
         metrics.serve(config.metrics_address)
+    orphans: ReconcilerLoop | None = None
+    if config.rds is not None and config.rds.orphan_mode != "off" and server.controller:
+        try:
+            cluster = KubernetesVolumes(config.driver_name)
+        except Exception as exc:
+            log.error("--orphan-reconcile needs the Kubernetes API: %s", exc)
+            return 1
+        orphans = ReconcilerLoop(OrphanReconciler(
+            server.controller.rds, config.rds.controller.naming, cluster,
+            grace_seconds=config.rds.orphan_grace,
+            delete=config.rds.orphan_mode == "delete"), config.rds.orphan_interval)
+        orphans.start()
     try:
         server.start()
     except (EndpointError, RuntimeError) as exc:
@@ -364,6 +396,8 @@ def run(config: Config) -> int:
                           "node_id": config.node_id}},
     )
     stop.wait()
+    if orphans is not None:
+        orphans.stop()
     server.stop(config.shutdown_grace)
     log.info("stopped")
     return 0

@@ -268,6 +268,12 @@ class RdsClient:
                 return entry
         return None
 
+    def list_files(self, prefix: str) -> list[FileEntry]:
+        """Files whose name starts with `prefix` (no leading `/`), filtered here."""
+        wanted = prefix.removeprefix("/")
+        entries = [file_from_item(i) for i in parse_print(self.run(commands.print_files()))]
+        return [e for e in entries if e.name.startswith(wanted)]
+
     def remove_file(self, name: str) -> None:
         """Delete a file (the disk entry's removal keeps it). Absent is fine."""
         with contextlib.suppress(NoSuchItem):

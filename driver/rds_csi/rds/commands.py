@@ -204,6 +204,11 @@ def print_file(name: str) -> str:
     return f"/file print detail where name={quote(_file_name(name))}"
 
 
+def print_files() -> str:
+    """Every file; callers filter by prefix (a regex built from a path would need escaping)."""
+    return "/file print detail"
+
+
 def remove_file(name: str) -> str:
     """Prints nothing when the file is absent."""
     return f"/file remove [find name={quote(_file_name(name))}]"
