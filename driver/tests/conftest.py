@@ -4,6 +4,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from rds_csi.endpoint import parse_endpoint
 from rds_csi.health import Readiness
 from rds_csi.identity import IdentityService
