@@ -1,11 +1,13 @@
-"""A tiny CSI client for poking a running driver by hand.
+"""A small CSI client for poking a running driver by hand.
 
-    python e2e/csictl.py --endpoint unix:///path/csi.sock info
-    python e2e/csictl.py --endpoint unix:///path/csi.sock caps
-    python e2e/csictl.py --endpoint unix:///path/csi.sock probe
+    csictl.py --endpoint unix:///path/csi.sock info | caps | probe
+    csictl.py --endpoint ... create NAME [--size 1Gi] [--block] [--param k=v ...]
+    csictl.py --endpoint ... list | capacity | get VOLUME_ID | delete VOLUME_ID
+    csictl.py --endpoint ... expand VOLUME_ID SIZE
+    csictl.py --endpoint ... snapshot VOLUME_ID NAME | snapshots | delete-snapshot SNAPSHOT_ID
 
-Built from the same csi.proto as the driver; any client built from the
-official spec proto works the same way.
+Built from the same csi.proto as the driver; any client built from the official spec
+proto talks to the driver the same way.
 """
 
 from __future__ import annotations
@@ -14,32 +16,94 @@ import argparse
 import sys
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.text_format import MessageToString
 
+from rds_csi.capacity import parse_quantity
 from rds_csi.csi import csi_pb2, csi_pb2_grpc
+
+MODE = csi_pb2.VolumeCapability.AccessMode
+
+
+def _capability(block: bool) -> csi_pb2.VolumeCapability:
+    if block:
+        return csi_pb2.VolumeCapability(block=csi_pb2.VolumeCapability.BlockVolume(),
+                                        access_mode=MODE(mode=MODE.SINGLE_NODE_WRITER))
+    return csi_pb2.VolumeCapability(mount=csi_pb2.VolumeCapability.MountVolume(),
+                                    access_mode=MODE(mode=MODE.SINGLE_NODE_WRITER))
+
+
+def _call(args: argparse.Namespace, channel: grpc.Channel) -> Message:
+    identity = csi_pb2_grpc.IdentityStub(channel)
+    ctl = csi_pb2_grpc.ControllerStub(channel)
+    t = 60
+    if args.call == "info":
+        return identity.GetPluginInfo(csi_pb2.GetPluginInfoRequest(), timeout=t)
+    if args.call == "caps":
+        return identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest(), timeout=t)
+    if args.call == "probe":
+        return identity.Probe(csi_pb2.ProbeRequest(), timeout=t)
+    if args.call == "create":
+        params = dict(p.split("=", 1) for p in args.param)
+        return ctl.CreateVolume(csi_pb2.CreateVolumeRequest(
+            name=args.name,
+            capacity_range=csi_pb2.CapacityRange(required_bytes=parse_quantity(args.size)),
+            volume_capabilities=[_capability(args.block)], parameters=params), timeout=t)
+    if args.call == "list":
+        return ctl.ListVolumes(csi_pb2.ListVolumesRequest(), timeout=t)
+    if args.call == "capacity":
+        return ctl.GetCapacity(csi_pb2.GetCapacityRequest(), timeout=t)
+    if args.call == "get":
+        return ctl.ControllerGetVolume(
+            csi_pb2.ControllerGetVolumeRequest(volume_id=args.volume_id), timeout=t)
+    if args.call == "delete":
+        return ctl.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=args.volume_id), timeout=t)
+    if args.call == "expand":
+        return ctl.ControllerExpandVolume(csi_pb2.ControllerExpandVolumeRequest(
+            volume_id=args.volume_id,
+            capacity_range=csi_pb2.CapacityRange(required_bytes=parse_quantity(args.size))),
+            timeout=t)
+    if args.call == "snapshot":
+        return ctl.CreateSnapshot(csi_pb2.CreateSnapshotRequest(
+            source_volume_id=args.volume_id, name=args.name), timeout=t)
+    if args.call == "snapshots":
+        return ctl.ListSnapshots(csi_pb2.ListSnapshotsRequest(), timeout=t)
+    if args.call == "delete-snapshot":
+        return ctl.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=args.snapshot_id),
+                                  timeout=t)
+    raise AssertionError(args.call)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--endpoint", required=True, help="unix:///path or host:port")
-    parser.add_argument("call", choices=["info", "caps", "probe"])
+    parser.add_argument("--endpoint", required=True, help="unix:///path or tcp://host:port")
+    sub = parser.add_subparsers(dest="call", required=True)
+    for name in ("info", "caps", "probe", "list", "capacity", "snapshots"):
+        sub.add_parser(name)
+    create = sub.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--size", default="1Gi")
+    create.add_argument("--block", action="store_true")
+    create.add_argument("--param", action="append", default=[], help="k=v StorageClass param")
+    for name in ("get", "delete"):
+        sub.add_parser(name).add_argument("volume_id")
+    expand = sub.add_parser("expand")
+    expand.add_argument("volume_id")
+    expand.add_argument("size")
+    snap = sub.add_parser("snapshot")
+    snap.add_argument("volume_id")
+    snap.add_argument("name")
+    sub.add_parser("delete-snapshot").add_argument("snapshot_id")
     args = parser.parse_args()
     target = args.endpoint.removeprefix("tcp://")
     with grpc.insecure_channel(target) as channel:
-        identity = csi_pb2_grpc.IdentityStub(channel)
         try:
-            if args.call == "info":
-                reply = identity.GetPluginInfo(csi_pb2.GetPluginInfoRequest(), timeout=10)
-            elif args.call == "caps":
-                reply = identity.GetPluginCapabilities(
-                    csi_pb2.GetPluginCapabilitiesRequest(), timeout=10)
-            else:
-                reply = identity.Probe(csi_pb2.ProbeRequest(), timeout=10)
+            reply = _call(args, channel)
         except grpc.RpcError as err:
             print(f"{err.code().name}: {err.details()}", file=sys.stderr)
             return 1
-    print(MessageToString(reply).rstrip() or "{}")
+    print(MessageToString(reply).rstrip() or "{} (OK)")
     return 0
 
 

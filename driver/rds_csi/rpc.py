@@ -154,6 +154,7 @@ class RpcLogInterceptor(_Interceptor):
                 fields: dict[str, Any] = {
                     "method": method,
                     "volume_id": _object_id(request),
+                    **({"name": request.name} if getattr(request, "name", "") else {}),
                     "duration_ms": round(elapsed * 1000, 1),
                     "code": code.name,
                 }

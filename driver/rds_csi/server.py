@@ -390,7 +390,8 @@ def run(config: Config) -> int:
         return 1
     log.info(
         "serving",
-        extra={"fields": {"endpoint": config.endpoint.grpc_target, "port": server.port,
+        extra={"fields": {"endpoint": config.endpoint.grpc_target,
+                          **({"port": server.port} if config.endpoint.scheme == "tcp" else {}),
                           "mode": config.mode,
                           "driver": config.driver_name, "version": driver_version(),
                           "node_id": config.node_id}},
