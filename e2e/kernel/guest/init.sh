@@ -1,0 +1,29 @@
+#!/bin/sh
+# PID 1 of a micro-VM after switch_root (the host's / read-only under a tmpfs overlay).
+# Mounts the usual filesystems, loads configfs, then runs the command agent on the virtio
+# serial port named rdsvm.agent. When the agent exits the VM powers off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root LANG=C.UTF-8
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+modprobe configfs 2>/dev/null
+mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
+name=vm
+for w in $(cat /proc/cmdline); do
+    case "$w" in rdsvm.name=*) name="${w#rdsvm.name=}" ;; esac
+done
+hostname "$name"
+echo "127.0.0.1 localhost $name" >/etc/hosts
+ip link set lo up
+echo "rdsvm: guest $name up in $(cut -d' ' -f1 /proc/uptime) s"
+python3 -S "$(dirname "$0")/agent.py"
+echo "rdsvm: agent exited ($?), powering off"
+sync
+echo o >/proc/sysrq-trigger
+sleep 10
