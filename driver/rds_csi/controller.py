@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import grpc
@@ -316,29 +316,33 @@ class ControllerService:
         slot = self.naming.volume_slot(name)
         source_slot, source_kind = self._content_source_slot(req)
         with self._locks.hold(f"name:{name}", slot, operation=f"CreateVolume {name}"):
-            if source_slot:
-                source = self._get_disk(source_slot, f"reading source {source_slot}")
-                source_meta = _decode_meta(source) if source else None
-                if source is None or source_meta is None or source_meta.kind != source_kind:
-                    what = "snapshot" if source_kind == "snap" else "volume"
-                    raise not_found(f"source {what} {source_slot} does not exist")
-                source_size = source.size_bytes or source_meta.size
-                # Unspecified capacity: the source's size; otherwise at least the source's.
-                size = source_size if required == 0 and limit == 0 else max(size, source_size)
-                if limit and size > limit:
-                    raise out_of_range(
-                        f"source {source_slot} is {source_size} bytes, more than limit_bytes "
-                        f"{limit}")
-
             file_path = self.naming.file_path(slot, params.volume_path or None)
             existing = self._look(slot, file_path, f"looking up volume {name}")
-            fresh = False
-            if existing is None:
-                existing, fresh = self._new_volume(slot, name, size, params, source_slot,
-                                                   file_path)
-            disk = existing if fresh else self._existing_volume(
-                existing, name, req, params, source_slot)
+            if existing is not None:
+                # A retry: answer from what exists, even if the source is gone meanwhile.
+                disk = self._existing_volume(existing, name, req, params, source_slot)
+                return csi_pb2.CreateVolumeResponse(volume=self._volume(disk, _decode_meta(disk)))
+            if source_slot:
+                size = self._size_from_source(source_slot, source_kind, size, required, limit)
+            disk, fresh = self._new_volume(slot, name, size, params, source_slot, file_path)
+            if not fresh:
+                disk = self._existing_volume(disk, name, req, params, source_slot)
             return csi_pb2.CreateVolumeResponse(volume=self._volume(disk, _decode_meta(disk)))
+
+    def _size_from_source(self, source_slot: str, source_kind: str, size: int, required: int,
+                          limit: int) -> int:
+        """The size of a copy: the source's when unspecified, else at least the source's."""
+        source = self._get_disk(source_slot, f"reading source {source_slot}")
+        source_meta = _decode_meta(source) if source else None
+        if source is None or source_meta is None or source_meta.kind != source_kind:
+            what = "snapshot" if source_kind == "snap" else "volume"
+            raise not_found(f"source {what} {source_slot} does not exist")
+        source_size = source.size_bytes or source_meta.size
+        size = source_size if required == 0 and limit == 0 else max(size, source_size)
+        if limit and size > limit:
+            raise out_of_range(
+                f"source {source_slot} is {source_size} bytes, more than limit_bytes {limit}")
+        return size
 
     def _content_source_slot(self, req: csi_pb2.CreateVolumeRequest) -> tuple[str, str]:
         if not req.HasField("volume_content_source"):
@@ -379,7 +383,12 @@ class ControllerService:
             raise already_exists(
                 f"volume {name} already exists with content source {meta.source or 'none'}, "
                 f"not {source_slot or 'none'}")
-        recorded = self._params(meta)
+        # The directory is not in the comment: the disk's own file path tells it.
+        recorded = replace(self._params(meta), volume_path=params.volume_path)
+        wanted_file = self.naming.file_path(disk.slot, params.volume_path or None)
+        if (disk.file_path or "").removeprefix("/") != wanted_file:
+            raise already_exists(
+                f"volume {name} already exists at {disk.file_path}, not {wanted_file}")
         if recorded != params:
             raise already_exists(
                 f"volume {name} already exists with different parameters ({recorded} != {params})")

@@ -291,3 +291,26 @@ def test_capabilities(controller: ControllerService) -> None:
             "EXPAND_VOLUME", "GET_CAPACITY", "LIST_VOLUMES", "GET_VOLUME",
             "VOLUME_CONDITION"} <= names
     assert "PUBLISH_UNPUBLISH_VOLUME" not in names
+
+
+def test_volume_path_class_is_idempotent(controller: ControllerService, sim_env: SimEnv) -> None:
+    req = create_req("vm-class", parameters={"volumePath": "storage-pool/vms"})
+    first = controller.create_volume(req).volume
+    assert controller.create_volume(req).volume == first
+    assert [p.parent.name for p in sim_env.files()] == ["vms"]
+    other_dir = create_req("vm-class", parameters={"volumePath": "storage-pool/other"})
+    assert code_of(controller.create_volume, other_dir) == "ALREADY_EXISTS"
+    controller.delete_volume(csi_pb2.DeleteVolumeRequest(volume_id=first.volume_id))
+    assert sim_env.files() == [] and sim_env.slots() == []
+
+
+def test_retry_of_a_restore_succeeds_after_its_snapshot_is_gone(
+        controller: ControllerService) -> None:
+    vol = controller.create_volume(create_req("base")).volume
+    snap = controller.create_snapshot(csi_pb2.CreateSnapshotRequest(
+        source_volume_id=vol.volume_id, name="base-snap")).snapshot
+    req = create_req("restore", volume_content_source=csi_pb2.VolumeContentSource(
+        snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=snap.snapshot_id)))
+    restored = controller.create_volume(req).volume
+    controller.delete_snapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    assert controller.create_volume(req).volume == restored
