@@ -147,6 +147,11 @@ def port_listening(port: int) -> bool:
 _MAC_COUNTER = itertools.count(1)
 
 
+def _next_mac() -> str:
+    hi, lo = divmod(next(_MAC_COUNTER) + (os.getpid() % 64) * 1024, 256)
+    return f"52:54:00:77:{hi:02x}:{lo:02x}"
+
+
 @dataclass(frozen=True)
 class NetDev:
     """One end of a cable, as seen by one VM: a virtio-net NIC on a qemu socket netdev."""
@@ -155,7 +160,7 @@ class NetDev:
     port: int  # 127.0.0.1 port of the cable
     listen: bool  # the first end listens, the second connects
     address: str | None  # "192.168.77.1/24" inside the guest, or None
-    mac: str = field(default_factory=lambda: "52:54:00:77:%02x:%02x" % divmod(next(_MAC_COUNTER), 256))
+    mac: str = field(default_factory=lambda: _next_mac())
 
     def qemu_args(self) -> list[str]:
         where = "listen" if self.listen else "connect"
@@ -327,10 +332,8 @@ class MicroVM:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(Exception):
                 self.qmp("quit")
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
 
     def kill(self) -> None:
@@ -391,7 +394,7 @@ class MicroVM:
 
     def spawn(self, cmd: str, log: str | None = None) -> int:
         """Start `cmd` in the background in the guest (own session); returns its guest pid.
-        Output goes to the guest file `log` (default /tmp/<pid>.log is not known ahead: pass one)."""
+        Its output goes to the guest file `log` (default: discarded)."""
         reply = self._request({"op": "spawn", "cmd": cmd, "log": log}, 30)
         return int(reply["pid"])
 
@@ -457,7 +460,8 @@ class MicroVM:
                 except TimeoutError:
                     self._check_alive()
                     if time.monotonic() > deadline:
-                        raise VMError(f"{self.name}: no reply to {msg} in {timeout:.0f} s") from None
+                        raise VMError(
+                            f"{self.name}: no reply to {msg} in {timeout:.0f} s") from None
         finally:
             self._pending.pop(rid, None)
         if "error" in reply:

@@ -62,9 +62,9 @@ class Agent:
             elif op == "spawn":
                 self.send({"id": rid, "pid": spawn(req)})
             else:
-                self.send({"id": rid, "error": "unknown op %r" % op})
+                self.send({"id": rid, "error": f"unknown op {op!r}"})
         except Exception as e:  # never let one request kill the agent
-            self.send({"id": rid, "error": "%s: %s" % (type(e).__name__, e)})
+            self.send({"id": rid, "error": f"{type(e).__name__}: {e}"})
 
     def serve(self) -> None:
         buf = b""

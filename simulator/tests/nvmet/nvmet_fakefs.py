@@ -189,9 +189,9 @@ class FakeConfigfs(ConfigfsIO):
         elif kind == "port" and name.startswith("addr_"):
             if any((item / "subsystems").iterdir()):
                 raise _err(errno.EACCES, path)
-        elif kind == "subsystem" and name == "attr_allow_any_host":
-            if value.strip() == "1" and any((item / "allowed_hosts").iterdir()):
-                raise _err(errno.EINVAL, path)
+        elif (kind == "subsystem" and name == "attr_allow_any_host" and value.strip() == "1"
+              and any((item / "allowed_hosts").iterdir())):
+            raise _err(errno.EINVAL, path)
         if name in WRITE_ONLY:
             self.ops.append(("write", f"{'/'.join(self.rel(path))}={value}"))
             return
