@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host-key", type=Path,
                    help="host private key (default: STATE_DIR/ssh_host_rsa_key, created as RSA)")
     s.add_argument("--export-backend", choices=["none", "fabric", "nvmet"], default="none")
+    s.add_argument("--nvmet-configfs", type=Path, default=Path("/sys/kernel/config/nvmet"),
+                   help="nvmet backend: configfs root (default /sys/kernel/config/nvmet)")
+    s.add_argument("--nvmet-address", default="0.0.0.0",
+                   help="nvmet backend: address the NVMe/TCP ports listen on (default 0.0.0.0)")
+    s.add_argument("--nvmet-port", type=int, default=None,
+                   help="nvmet backend: one TCP port for every export (default: each disk's "
+                        "nvme-tcp-server-port)")
     s.add_argument("--latency-profile", choices=sorted(PROFILES), default="none")
     s.add_argument("--slot-name-max", type=int, default=32)
     s.add_argument("--identity", default="rds")
@@ -94,10 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .exports import NoneBackend
+    from .exports import ExportBackend, NoneBackend
     from .server import Simulator
 
-    if args.export_backend != "none":
+    backend: ExportBackend = NoneBackend()
+    if args.export_backend == "nvmet":
+        from .nvmet import Nvmet, NvmetBackend, NvmetError
+
+        nvmet = Nvmet(args.nvmet_configfs)
+        try:
+            nvmet.check_root()
+        except NvmetError as e:
+            print(f"rds-sim: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        backend = NvmetBackend(nvmet, address=args.nvmet_address, port=args.nvmet_port)
+    elif args.export_backend != "none":
         print(f"rds-sim: export backend {args.export_backend} is not available yet",
               file=sys.stderr)
         return EXIT_USAGE
@@ -123,7 +141,7 @@ def serve(args: argparse.Namespace) -> int:
             host_key=args.host_key,
             identity=args.identity,
             slot_name_max=args.slot_name_max,
-            export_backend=NoneBackend(),
+            export_backend=backend,
             parse_error_exit_status=args.parse_error_exit_status,
             latency_profile=args.latency_profile,
             allow_non_loopback=args.allow_non_loopback,
@@ -132,6 +150,9 @@ def serve(args: argparse.Namespace) -> int:
         bound = sim.start()
     except (OSError, ValueError) as e:
         print(f"rds-sim: {e}", file=sys.stderr)
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
         return EXIT_USAGE
 
     done = threading.Event()
@@ -146,6 +167,9 @@ def serve(args: argparse.Namespace) -> int:
     while not done.wait(1.0):
         pass
     sim.stop()
+    close = getattr(backend, "close", None)
+    if close is not None:  # e.g. nvmet: the exports go away with the process
+        close()
     return 0
 
 
