@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host-key", type=Path,
                    help="host private key (default: STATE_DIR/ssh_host_rsa_key, created as RSA)")
     s.add_argument("--export-backend", choices=["none", "fabric", "nvmet"], default="none")
+    s.add_argument("--fabric-dir", type=Path,
+                   help="fabric backend: node roots and fabric.sock live here")
+    s.add_argument("--fabric-nodes", default="",
+                   help="fabric backend: comma-separated node ids to create at start")
     s.add_argument("--nvmet-configfs", type=Path, default=Path("/sys/kernel/config/nvmet"),
                    help="nvmet backend: configfs root (default /sys/kernel/config/nvmet)")
     s.add_argument("--nvmet-address", default="0.0.0.0",
@@ -93,6 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     lg = fsub.add_parser("log", help="print the last command log entries as JSON lines")
     lg.add_argument("--last", type=int, default=20)
 
+    fb = sub.add_parser("fabric", help="steer the simulated NVMe host fabric of a running serve")
+    fb.add_argument("--fabric-dir", type=Path, required=True)
+    fbsub = fb.add_subparsers(dest="fabric_op", required=True)
+    fbsub.add_parser("status", help="print hosts, controllers and network rules as JSON")
+    for name, what in (("block", "drop packets (like nft drop)"), ("unblock", "stop dropping")):
+        bl = fbsub.add_parser(name, help=what)
+        bl.add_argument("--node", help="only this node (default: every node)")
+        bl.add_argument("--port", type=int, help="only this port (default: every port)")
+    ah = fbsub.add_parser("add-host", help="add a simulated node host")
+    ah.add_argument("node")
+    ah.add_argument("--hostnqn")
+    sub.add_parser("nvme", help="nvme-cli for a fabric node: rds-sim nvme --node-root DIR ...")
+
+    st = sub.add_parser("stack", help="simulator + fabric + rds-csi processes, until interrupted")
+    st.add_argument("--csi-endpoint", required=True, help="unix:///PATH for node-1 (mode all)")
+    st.add_argument("--workdir", type=Path, required=True)
+    st.add_argument("--nodes", type=int, default=1)
+    st.add_argument("--rds-csi", default="rds-csi", help="the driver executable")
+    st.add_argument("--driver-arg", action="append", default=[],
+                    help="extra argument for every rds-csi process (repeatable)")
+    st.add_argument("-v", "--verbose", action="store_true")
+
     b = sub.add_parser("bench", help="measure command round-trip over one SSH connection")
     b.add_argument("--disks", type=int, default=1000)
     b.add_argument("--commands", type=int, default=1000)
@@ -115,6 +141,16 @@ def serve(args: argparse.Namespace) -> int:
             print(f"rds-sim: {e}", file=sys.stderr)
             return EXIT_USAGE
         backend = NvmetBackend(nvmet, address=args.nvmet_address, port=args.nvmet_port)
+    elif args.export_backend == "fabric":
+        if args.fabric_dir is None:
+            print("rds-sim: --export-backend fabric needs --fabric-dir", file=sys.stderr)
+            return EXIT_USAGE
+        from .fabric.engine import FabricEngine
+
+        engine = FabricEngine(args.fabric_dir)  # backend.close() closes the engine
+        backend = engine.backend
+        for node in filter(None, (n.strip() for n in args.fabric_nodes.split(","))):
+            engine.add_host(node)
     elif args.export_backend != "none":
         print(f"rds-sim: export backend {args.export_backend} is not available yet",
               file=sys.stderr)
@@ -212,6 +248,32 @@ def fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def fabric(args: argparse.Namespace) -> int:
+    from .fabric.engine import CONTROL_SOCKET, request
+
+    req: dict[str, Any] = {"op": args.fabric_op.replace("-", "_")}
+    if args.fabric_op in ("block", "unblock"):
+        req.update(node=args.node, port=args.port)
+    elif args.fabric_op == "add-host":
+        req.update(node=args.node, hostnqn=args.hostnqn)
+    try:
+        reply = request(args.fabric_dir / CONTROL_SOCKET, req)
+    except OSError as e:
+        print(f"rds-sim: no fabric at {args.fabric_dir}: {e}", file=sys.stderr)
+        return 1
+    if not reply.pop("ok", False):
+        print(f"rds-sim: {reply.get('error')}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply, indent=2) if reply else "ok")
+    return 0
+
+
+def stack(args: argparse.Namespace) -> int:
+    from .fabric.stack import run_stack
+
+    return run_stack(args)
+
+
 def bench(args: argparse.Namespace) -> int:
     from .bench import run
 
@@ -219,8 +281,14 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {"serve": serve, "fault": fault, "bench": bench}
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["nvme"]:  # everything after goes to the node's nvme-cli untouched
+        from .fabric.client import main as nvme_main
+
+        return nvme_main(raw[1:])
+    args = build_parser().parse_args(raw)
+    handlers = {"serve": serve, "fault": fault, "bench": bench, "fabric": fabric,
+                "stack": stack}
     return handlers[args.command](args)
 
 
