@@ -114,7 +114,7 @@ def test_missing_binary_is_an_error():
 
 
 def test_attach_connects_and_waits_for_the_namespace(world):
-    tree, nvme, host, _ = world
+    _tree, nvme, host, _ = world
     ns = host.attach(NQN_A, "10.0.0.1", 4420, OPTS)
     assert ns.name == "nvme0n1" and ns.controllers == ("nvme0",)
     assert [a[1] for a in nvme.argv] == ["connect"]
@@ -149,9 +149,9 @@ def test_already_connected_answer_is_accepted_when_sysfs_agrees(world):
 
 
 def test_already_connected_race(world):
-    tree, nvme, host, _ = world
+    _tree, nvme, host, _ = world
     nvme.on_connect = "already"
-    with pytest.raises(AttachError, match="no namespace|already connected"):
+    with pytest.raises(AttachError, match=r"said already connected"):
         host.attach(NQN_A, "10.0.0.1", 4420, OPTS)
 
 
@@ -171,7 +171,7 @@ def test_namespace_that_never_appears_times_out(world):
 
 
 def test_detach_only_for_the_driver_prefix(world):
-    tree, nvme, host, _ = world
+    _tree, nvme, host, _ = world
     host.attach(NQN_A, "10.0.0.1", 4420, OPTS)
     with pytest.raises(AttachError, match="refusing"):
         host.detach("nqn.2014-08.org.example:other")
