@@ -331,15 +331,14 @@ class FabricHost:
         if ctrl.state != "live":
             return
         backend = self.engine.backend
-        err = backend.reach(self.node_id, ctrl.traddr, ctrl.trsvcid)
         now = self.now()
-        if err == errno.ETIMEDOUT:  # packets vanish: only keep-alive expiry notices
-            if ctrl.detect_at is None and ctrl.kato > 0:
+        if backend.blocked(self.node_id, ctrl.trsvcid):  # packets vanish: only keep-alive
+            if ctrl.detect_at is None and ctrl.kato > 0:  # expiry notices
                 ctrl.detect_at = now + ctrl.kato
             return
         ctrl.detect_at = None
-        if err or backend.find(ctrl.subsys.nqn, ctrl.trsvcid) is None:
-            self.error_recovery(ctrl, now)  # the target closed the connection
+        if not backend.alive(self.node_id, ctrl.traddr, ctrl.trsvcid, ctrl.subsys.nqn):
+            self.error_recovery(ctrl, now)  # the target closed the connection (or rebooted)
 
     def error_recovery(self, ctrl: Controller, at: float) -> None:
         ctrl.detect_at = None

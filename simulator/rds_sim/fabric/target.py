@@ -114,6 +114,10 @@ class FabricBackend:
                     return e
             return None
 
+    def blocked(self, node: str, port: int) -> bool:
+        with self.lock:
+            return any(b.matches(node, port) for b in self.blocks)
+
     def reach(self, node: str, traddr: str, port: int) -> int:
         """0 if a TCP connection from `node` to traddr:port would be accepted, else an errno."""
         with self.lock:
