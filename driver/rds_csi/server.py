@@ -33,8 +33,14 @@ from rds_csi.identity import (
     validate_driver_name,
 )
 from rds_csi.ids import NQN_PREFIX_DEFAULT, IdError, Naming
+from rds_csi.locks import OperationLocks
 from rds_csi.logs import LEVELS, setup_logging
 from rds_csi.metrics import Metrics
+from rds_csi.monitor import ResilienceMonitor
+from rds_csi.mount import Mounter
+from rds_csi.node import NodeConfig, NodeService, NodeServicer
+from rds_csi.nodestate import StateStore
+from rds_csi.nvme import NvmeCli, NvmeSysfs, SysfsNvmeHost
 from rds_csi.orphans import MODES as ORPHAN_MODES
 from rds_csi.orphans import KubernetesVolumes, OrphanReconciler, ReconcilerLoop
 from rds_csi.params import ParameterError, VolumeParams, validate_address
@@ -60,6 +66,22 @@ class Config:
     metrics_address: str = ""
     nvme_path: str = "/usr/sbin/nvme"
     rds: RdsConfig | None = None
+    node: NodeSettings | None = None
+
+
+@dataclass
+class NodeSettings:
+    """Where the node plugin finds the host's NVMe and block state, and its limits."""
+
+    sysfs_root: str = "/sys"
+    dev_root: str = "/dev"
+    state_dir: str = "/var/lib/rds-csi"
+    max_volumes_per_node: int = 0
+    rds_name: str = "rds"
+    nqn_prefix: str = NQN_PREFIX_DEFAULT
+    host_nqn: str = ""
+    attach_timeout: float = 30.0
+    monitor_interval: float = 2.0
 
 
 @dataclass
@@ -111,6 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HOST:PORT to serve Prometheus /metrics on (default: off)")
     p.add_argument("--nvme-path", default=_env("RDS_CSI_NVME_PATH", default="/usr/sbin/nvme"),
                    help="the nvme CLI the node service uses (default /usr/sbin/nvme)")
+    node = p.add_argument_group("node plugin")
+    node.add_argument("--sysfs-root", default=_env("RDS_CSI_SYSFS_ROOT", default="/sys"),
+                      help="sysfs the node reads NVMe state from (default /sys)")
+    node.add_argument("--dev-root", default=_env("RDS_CSI_DEV_ROOT", default="/dev"),
+                      help="directory of the block device nodes (default /dev)")
+    node.add_argument("--state-dir", default=_env("RDS_CSI_STATE_DIR",
+                                                  default="/var/lib/rds-csi"),
+                      help="where the node records staged/published volumes "
+                           "(default /var/lib/rds-csi)")
+    node.add_argument("--max-volumes-per-node", type=int,
+                      default=int(_env("RDS_CSI_MAX_VOLUMES_PER_NODE", default="0")),
+                      help="volumes this node may hold, reported in NodeGetInfo "
+                           "(default 0: no limit)")
+    node.add_argument("--host-nqn", default=_env("RDS_CSI_HOST_NQN"),
+                      help="host NQN for nvme connect -q (default: nvme-cli's "
+                           "/etc/nvme/hostnqn)")
+    node.add_argument("--attach-timeout", type=float, default=30.0,
+                      help="seconds to wait for a volume's namespace after nvme connect "
+                           "(default 30)")
+    node.add_argument("--monitor-interval", type=float, default=2.0,
+                      help="seconds between two passes of the reconnect monitor (default 2)")
     rds = p.add_argument_group("RDS connection (controller)")
     rds.add_argument("--rds-address", default=_env("RDS_ADDRESS"),
                      help="HOST[:PORT] of the RDS SSH service (env RDS_ADDRESS; port 22)")
@@ -134,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     rds.add_argument("--rds-pool", default=_env("RDS_POOL", default="storage-pool"),
                      help="slot or mount point of the storage pool disk (default storage-pool)")
     rds.add_argument("--rds-name", default=_env("RDS_NAME", default="rds"),
-                     help="this RDS's name in the topology segment <driver-name>/rds")
+                     help="this RDS's name in the topology segment <driver-name>/rds "
+                          "(controller and node)")
     rds.add_argument("--volume-base-path", default=_env("RDS_VOLUME_BASE_PATH",
                                                        default="storage-pool/k8s"),
                      help="directory on the RDS for volume files (default storage-pool/k8s)")
@@ -246,6 +290,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
     if args.shutdown_grace < 0:
         parser.error("--shutdown-grace must not be negative")
     rds = _rds_config(parser, args) if args.mode in ("controller", "all") else None
+    node = _node_settings(parser, args) if args.mode in ("node", "all") else None
     return Config(
         endpoint=endpoint,
         mode=args.mode,
@@ -259,6 +304,34 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         metrics_address=args.metrics_address,
         nvme_path=args.nvme_path,
         rds=rds,
+        node=node,
+    )
+
+
+def _node_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> NodeSettings:
+    for flag in ("sysfs_root", "dev_root", "state_dir"):
+        if not os.path.isabs(getattr(args, flag)):
+            parser.error(f"--{flag.replace('_', '-')} must be an absolute path")
+    if args.max_volumes_per_node < 0:
+        parser.error("--max-volumes-per-node must not be negative")
+    if args.attach_timeout <= 0 or args.monitor_interval <= 0:
+        parser.error("--attach-timeout and --monitor-interval must be positive")
+    try:
+        Naming(nqn_prefix=args.nqn_prefix)
+    except IdError as exc:
+        parser.error(str(exc))
+    if args.host_nqn and not args.host_nqn.startswith("nqn."):
+        parser.error("--host-nqn must be an NQN (nqn.YYYY-MM.domain:...)")
+    return NodeSettings(
+        sysfs_root=args.sysfs_root,
+        dev_root=args.dev_root,
+        state_dir=args.state_dir,
+        max_volumes_per_node=args.max_volumes_per_node,
+        rds_name=args.rds_name,
+        nqn_prefix=args.nqn_prefix,
+        host_nqn=args.host_nqn,
+        attach_timeout=args.attach_timeout,
+        monitor_interval=args.monitor_interval,
     )
 
 
@@ -286,6 +359,8 @@ class CsiServer:
         csi_pb2_grpc.add_IdentityServicer_to_server(IdentityServicer(identity), self._server)
         self.port = 0
         self.controller: ControllerService | None = None
+        self.node: NodeService | None = None
+        self.monitor: ResilienceMonitor | None = None
 
     @property
     def grpc_server(self) -> grpc.Server:
@@ -326,7 +401,30 @@ def build_controller(rds: RdsConfig) -> ControllerService:
     return ControllerService(client, rds.controller)
 
 
+def build_node(config: Config, settings: NodeSettings,
+               metrics: Metrics) -> tuple[NodeService, ResilienceMonitor]:
+    sysfs = NvmeSysfs(settings.sysfs_root, settings.dev_root)
+    host = SysfsNvmeHost(sysfs, NvmeCli(config.nvme_path), nqn_prefix=settings.nqn_prefix,
+                         attach_timeout=settings.attach_timeout)
+    mounter = Mounter(sysfs_root=settings.sysfs_root)
+    store = StateStore(settings.state_dir)
+    locks = OperationLocks()
+    node_config = NodeConfig(
+        node_id=config.node_id,
+        driver_name=config.driver_name,
+        rds_name=settings.rds_name,
+        max_volumes_per_node=settings.max_volumes_per_node,
+        naming=Naming(nqn_prefix=settings.nqn_prefix),
+        host_nqn=settings.host_nqn,
+    )
+    service = NodeService(node_config, host, mounter, store, locks=locks, metrics=metrics)
+    monitor = ResilienceMonitor(store, host, mounter, locks=locks, metrics=metrics,
+                                interval=settings.monitor_interval)
+    return service, monitor
+
+
 def build_server(config: Config, metrics: Metrics | None = None) -> CsiServer:
+    metrics = metrics or Metrics()
     readiness = Readiness()
     controller = build_controller(config.rds) if config.rds is not None else None
     if controller is not None:
@@ -354,6 +452,11 @@ def build_server(config: Config, metrics: Metrics | None = None) -> CsiServer:
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(controller), server.grpc_server)
         server.controller = controller
+    if config.mode in ("node", "all"):
+        node, monitor = build_node(config, config.node or NodeSettings(), metrics)
+        csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(node), server.grpc_server)
+        server.node = node
+        server.monitor = monitor
     return server
 
 
@@ -396,7 +499,11 @@ def run(config: Config) -> int:
                           "driver": config.driver_name, "version": driver_version(),
                           "node_id": config.node_id}},
     )
+    if server.monitor is not None:
+        server.monitor.start()
     stop.wait()
+    if server.monitor is not None:
+        server.monitor.stop()
     if orphans is not None:
         orphans.stop()
     server.stop(config.shutdown_grace)
