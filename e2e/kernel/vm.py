@@ -528,3 +528,60 @@ def start_all(vms: Iterable[MicroVM], timeout: float = 180.0) -> None:
         vm.start()
     for vm in vms:
         vm.wait_ready(timeout)
+
+
+class LocalGuest:
+    """The guest API (run/check/spawn/wait_for) on this host itself, for a host whose kernel has
+    nvmet and nvme-tcp: the kernel scenarios then run without VMs (over loopback; cables and
+    set_link do not exist there, a partition is an nft rule instead). Not exercised on hosts
+    without the modules."""
+
+    def __init__(self, name: str = "local") -> None:
+        self.name = name
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def run(self, cmd: str, timeout: float = 60.0, *, input: str | None = None) -> tuple[int, str]:
+        try:
+            p = subprocess.run(["/bin/sh", "-c", cmd], input=input.encode() if input else None,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            return 124, (e.output or b"").decode(errors="replace")
+        return p.returncode, p.stdout.decode(errors="replace")
+
+    def check(self, cmd: str, timeout: float = 60.0, *, input: str | None = None) -> str:
+        status, out = self.run(cmd, timeout, input=input)
+        if status != 0:
+            raise CommandFailed(self.name, cmd, status, out)
+        return out
+
+    def spawn(self, cmd: str, log: str | None = None) -> int:
+        with open(log or os.devnull, "ab") as out:
+            p = subprocess.Popen(["/bin/sh", "-c", cmd], stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        self._procs.append(p)
+        return p.pid
+
+    def wait_for(self, cmd: str, timeout: float = 30.0, interval: float = 0.5) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, out = self.run(cmd, timeout=max(5.0, interval * 4))
+            if status == 0:
+                return out
+            if time.monotonic() > deadline:
+                raise VMError(f"{self.name}: `{cmd}` still failing after {timeout:.0f} s")
+            time.sleep(interval)
+
+    def partition(self, port: int, on: bool) -> None:
+        """Drop (on) or restore (off) NVMe/TCP traffic to `port` with an nft table."""
+        if on:
+            self.check("nft add table inet rdsvm && nft add chain inet rdsvm out "
+                       "'{ type filter hook output priority 0; }' && "
+                       f"nft add rule inet rdsvm out tcp dport {port} drop")
+        else:
+            self.run("nft delete table inet rdsvm")
+
+    def stop(self) -> None:
+        for p in self._procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)

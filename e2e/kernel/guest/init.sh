@@ -12,6 +12,9 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
+# disk images live on a real tmpfs: nvmet on a file on the overlay (Linux 6.1) reports a
+# 1-byte logical block (the overlay inode has no i_blkbits), and the host sees a 0-size disk
+mount -t tmpfs -o mode=0755 tmpfs /srv
 modprobe configfs 2>/dev/null
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
 name=vm
@@ -21,6 +24,11 @@ done
 hostname "$name"
 echo "127.0.0.1 localhost $name" >/etc/hosts
 ip link set lo up
+# each VM its own NVMe host identity (the host's /etc/nvme is shared read-only otherwise)
+mkdir -p /etc/nvme
+uuid="$(cat /proc/sys/kernel/random/uuid)"
+echo "nqn.2014-08.org.nvmexpress:uuid:$uuid" >/etc/nvme/hostnqn
+echo "$uuid" >/etc/nvme/hostid
 echo "rdsvm: guest $name up in $(cut -d' ' -f1 /proc/uptime) s"
 python3 -S "$(dirname "$0")/agent.py"
 echo "rdsvm: agent exited ($?), powering off"
