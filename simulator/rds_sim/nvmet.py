@@ -13,13 +13,14 @@ and attribute files under ``/sys/kernel/config/nvmet``:
 
 Rules the kernel enforces and the code follows: configfs creates the attribute files and default
 groups itself on mkdir; namespace attributes change only while the namespace is disabled, and a
-file on tmpfs/overlay needs ``buffered_io=1`` before ``enable=1`` (no O_DIRECT there); a port's
-address changes only while no subsystem is linked, and a port with no subsystem linked does not
-listen (and a file on overlayfs gets a 1-byte logical block size in Linux 6.1, so hosts see a
-0-size disk: back namespaces with files on tmpfs or a real filesystem); ``allow_any_host=1`` and explicit allowed hosts exclude each other; a subsystem cannot be
-removed while a port links it, nor a host while a subsystem allows it. Teardown therefore goes:
-unlink port subsystems, remove ports, disable and remove namespaces, drop allowed hosts, remove
-subsystems, remove hosts.
+file on tmpfs needs ``buffered_io=1`` before ``enable=1`` (no O_DIRECT there); a port's address
+changes only while no subsystem is linked, and a port with no subsystem linked does not listen;
+``allow_any_host=1`` and explicit allowed hosts exclude each other; a subsystem cannot be removed
+while a port links it, nor a host while a subsystem allows it. Teardown therefore goes: unlink
+port subsystems, remove ports, disable and remove namespaces, drop allowed hosts, remove
+subsystems, remove hosts. Measured in the kernel tier: a file on overlayfs gets a 1-byte logical
+block size in Linux 6.1 (hosts see a 0-size disk), so back namespaces with files on tmpfs or a
+real filesystem.
 
 `Nvmet.dump()` / `restore()` use nvmetcli's JSON format (``hosts``, ``ports``, ``subsystems`` with
 attribute groups ``attr``/``addr``/``param``/``device``), so a saved file loads with

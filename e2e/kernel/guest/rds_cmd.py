@@ -10,7 +10,7 @@ def main() -> int:
     host, port, user, pw_file = sys.argv[1:5]
     line = sys.stdin.read().strip()
     client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # noqa: S507 - test guest
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     with open(pw_file) as f:
         password = f.read().strip()
     client.connect(host, int(port), user, password, allow_agent=False, look_for_keys=False,
