@@ -79,6 +79,8 @@ def run_stack(args: argparse.Namespace) -> int:
             node_args = ["--node-id", h.node_id, "--nvme-path", str(h.root / "bin/nvme"),
                          "--sysfs-root", str(h.root / "sys"), "--dev-root", str(h.root / "dev"),
                          "--state-dir", str(h.root / "state")]
+            if "--host-nqn" in help_text:  # else the driver reads nvme-cli's default
+                node_args += ["--host-nqn", h.hostnqn]
             if k == 1:
                 mode = "all" if has_node else "controller"
                 argv = [exe, "--mode", mode, "--endpoint", endpoint, *common]
