@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 WORK   ?= .work
 
-.PHONY: help venv run test lint proto bench clean
+.PHONY: help venv run test lint proto bench clean e2e-vm
 
 help:
 	@echo "make run    start rds-csi locally and show how to talk to it"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   ruff + mypy (strict on rds_csi)"
 	@echo "make proto  regenerate the CSI stubs from proto/csi.proto"
 	@echo "make bench  run the benchmarks and print their figures"
+	@echo "make e2e-vm kernel tier: setup.sh (qemu, Debian kernel cache) then the micro-VM tests"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -41,6 +42,10 @@ proto: venv
 
 bench: venv
 	$(PY) e2e/bench.py
+
+e2e-vm: venv
+	sh e2e/kernel/setup.sh
+	$(PY) -m pytest -v e2e/kernel
 
 clean:
 	rm -rf $(VENV) $(WORK) .pytest_cache .mypy_cache .ruff_cache

@@ -52,6 +52,24 @@ def _kind_available() -> str | None:
     return None
 
 
+def _kernel_vms_available() -> str | None:
+    """The kernel tier needs qemu (TCG: no KVM) and the cached Debian kernel + initramfs;
+    e2e/kernel/setup.sh installs them (apt, once) when this machine allows it."""
+    if os.environ.get("RDS_CSI_KERNEL_MODE") == "local":
+        return None  # this host's own kernel has nvmet and nvme-tcp
+    setup = ROOT / "e2e" / "kernel" / "setup.sh"
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        cache = Path(os.environ.get("RDS_CSI_KERNEL_CACHE", "/var/cache/rds-csi-kernel"))
+        if shutil.which("qemu-system-x86_64") and (cache / "ready").exists():
+            return None
+        return "qemu or the kernel cache is missing and setup.sh needs root and apt-get"
+    print("=== kernel tier: e2e/kernel/setup.sh", flush=True)
+    proc = subprocess.run(["sh", str(setup)])
+    if proc.returncode != 0:
+        return f"e2e/kernel/setup.sh failed (exit {proc.returncode})"
+    return None
+
+
 @dataclass
 class Tier:
     name: str
@@ -65,7 +83,8 @@ TIERS = [
     Tier("unit", "parsers, ID rules, state machines, simulator engine and SSH",
          ["driver/tests", "simulator/tests"]),
     Tier("sim-stack", "driver <-> simulator over real SSH and gRPC", ["e2e/simstack"]),
-    Tier("kernel", "real nvmet target and nvme-tcp host in qemu micro-VMs", ["e2e/kernel"]),
+    Tier("kernel", "real nvmet target and nvme-tcp host in qemu micro-VMs", ["e2e/kernel"],
+         requires=_kernel_vms_available),
     Tier("containers", "driver and simulator images under testcontainers",
          ["e2e/containers"], requires=_docker_available),
     Tier("kind", "Helm chart in a kind cluster with the CSI sidecars", ["kind/tests"],
