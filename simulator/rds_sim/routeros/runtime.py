@@ -43,19 +43,19 @@ class Runtime:
         self.lock = threading.RLock()
         self.behaviour = behaviour
         self.backend = backend
-        self.state_path = state_dir / "state.json"
+        self.state_file = model.StateFile(state_dir / "state.json")
         self.storage = Storage(state_dir / "files")
         self.boot_time = time.time()
         self.traffic: dict[str, Traffic] = {}
         self.on_reboot: Callable[[], None] = lambda: None
-        loaded = model.load(self.state_path)
+        loaded = self.state_file.load()
         if loaded is None:
             loaded = State(identity=identity)
             pool = Disk(loaded.new_id(), "storage-pool", type="raid", mount_point="storage-pool")
-            loaded.disks.append(pool)
+            loaded.add_disk(pool)
             self.storage.mkdir("storage-pool")
             mtime = self.storage.mtime("storage-pool")
-            loaded.files.append(FileEntry(loaded.new_id(), "storage-pool", "directory", 0, mtime))
+            loaded.add_file(FileEntry(loaded.new_id(), "storage-pool", "directory", 0, mtime))
         self.state = loaded
         for d in self.state.disks:
             if not d.is_file:
@@ -63,7 +63,7 @@ class Runtime:
         self.persist()
 
     def persist(self) -> None:
-        model.save(self.state_path, self.state)
+        self.state_file.save(self.state)
 
     # --- pool accounting -----------------------------------------------------------------
 
@@ -75,10 +75,7 @@ class Runtime:
 
     def used(self, pool: Disk) -> int:
         """Logical size of every file under the pool (removed disks' files still count)."""
-        prefix = pool.mount_point + "/"
-        return sum(
-            f.size for f in self.state.files if f.type == "file" and f.name.startswith(prefix)
-        )
+        return self.state.used(pool.mount_point)
 
     def free(self, pool: Disk) -> int:
         return max(0, pool.size - self.used(pool))
@@ -90,16 +87,16 @@ class Runtime:
         now = time.time()
         for parent in parents(name):
             if self.state.file(parent) is None:
-                self.state.files.append(FileEntry(self.state.new_id(), parent, "directory", 0, now))
+                self.state.add_file(FileEntry(self.state.new_id(), parent, "directory", 0, now))
         entry = FileEntry(self.state.new_id(), name, "file", size, self.storage.mtime(name))
-        self.state.files.append(entry)
+        self.state.add_file(entry)
         return entry
 
     def resize_file(self, name: str, size: int) -> None:
         self.storage.resize(name, size)
         entry = self.state.file(name)
         if entry is not None:
-            entry.size = size
+            self.state.resize_file(entry, size)
             entry.mtime = self.storage.mtime(name)
 
     # --- exports -------------------------------------------------------------------------

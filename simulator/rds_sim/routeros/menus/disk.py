@@ -105,7 +105,7 @@ def _check_slot(rt: Runtime, slot: str, exclude_id: int | None = None) -> None:
         raise CommandError("invalid value for argument slot")
     if len(slot) > rt.behaviour.slot_name_max:
         raise CommandError(rt.behaviour.slot_too_long_error)
-    if any(d.slot == slot and d.id != exclude_id for d in rt.state.disks):
+    if any(d.id != exclude_id for d in rt.state.disks_with_slot(slot)):
         raise CommandError("failure: already have such entry")
 
 
@@ -222,7 +222,7 @@ def add(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
         disk = Disk(rt.state.new_id(), slot, file_path=raw_path, file_size=size)
         values.apply(disk)
         disk.nvme_tcp_server_nqn = nqn
-        rt.state.disks.append(disk)
+        rt.state.add_disk(disk)
         rt.persist()
         rt.sync_export(None, rt.export_of(disk))
     return ""
@@ -256,7 +256,7 @@ def set_(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
                 rt.resize_file(name, size)
                 d.file_size = size
             if slot is not None:
-                d.slot = slot
+                rt.state.rename_disk(d, slot)
             values.apply(d)
             rt.persist()
             rt.sync_export(before, rt.export_of(d))
@@ -287,7 +287,7 @@ def remove(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
             if not d.is_file:
                 raise CommandError("failure: can not remove this disk")
             before = rt.export_of(d)
-            rt.state.disks.remove(d)
+            rt.state.remove_disk(d)
             rt.persist()
             rt.sync_export(before, None)
     return ""

@@ -49,7 +49,7 @@ def remove(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
             if not inside:
                 continue  # named twice
             rt.storage.remove(name)
-            rt.state.files = [f for f in rt.state.files if f.name not in names]
+            rt.state.remove_files(names)
             rt.persist()
     return ""
 
