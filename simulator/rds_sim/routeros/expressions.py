@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import CommandError
-from .schema import Item, Prop
+from .schema import HasProps, Prop
 from .values import parse_bool, parse_size
 
 
@@ -39,7 +39,7 @@ Expr = Cond | Not | And | Or
 _ORDER = {"<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
 
 
-def matches(expr: Expr | None, item: Item) -> bool:
+def matches(expr: Expr | None, item: HasProps) -> bool:
     if expr is None:
         return True
     if isinstance(expr, Not):
@@ -51,7 +51,19 @@ def matches(expr: Expr | None, item: Item) -> bool:
     return _test(expr, _prop(item, expr.prop))
 
 
-def _prop(item: Item, key: str) -> Prop | None:
+def leading_equality(expr: Expr | None, prop: str) -> str | None:
+    """V if `prop=V` is the condition evaluated first (alone, or leftmost in `and`s).
+
+    Then an item whose `prop` is not V fails the expression before anything else is evaluated
+    (nothing that could raise), so an index on `prop` may pick the candidates."""
+    while isinstance(expr, And):
+        expr = expr.left
+    if isinstance(expr, Cond) and expr.prop == prop and expr.op == "=":
+        return expr.value
+    return None
+
+
+def _prop(item: HasProps, key: str) -> Prop | None:
     if key == ".id":
         return Prop(".id", "raw", f"*{item.id:X}")
     return item.prop(key)

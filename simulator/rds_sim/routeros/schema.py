@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from .expressions import Expr
     from .parser import ParsedCommand
     from .runtime import ExecContext, Runtime
 
@@ -27,6 +28,14 @@ class Prop:
     key: str
     kind: PropKind
     value: PropValue
+
+
+class HasProps(Protocol):
+    """What a `where` expression is tested against: an Item, or a lazy view of one."""
+
+    id: int
+
+    def prop(self, key: str) -> Prop | None: ...
 
 
 @dataclass
@@ -78,7 +87,11 @@ class Menu:
     properties: dict[str, PropKind] = field(default_factory=dict)
     flags: list[tuple[str, str]] = field(default_factory=list)  # (letter, NAME) for the header
     table_columns: list[str] = field(default_factory=list)
-    items: Callable[[Runtime], list[Item]] | None = None
+    items: Callable[[Runtime], list[Item]] | None = None  # every item, in print order
+    # the items a `where` expression matches, in print order; None: filter `items`. A menu sets it
+    # to skip building the items that do not match
+    select: Callable[[Runtime, Expr | None], list[Item]] | None = None
+    name_prop: str = "name"  # the property that positional names (`Item.name`) match
 
     def add(self, child: Menu) -> Menu:
         child.parent = self

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import format as fmt
 from ..errors import CommandError
-from ..expressions import matches
+from ..expressions import Cond, Expr, matches
 from ..parser import ParsedCommand, Value
 from ..runtime import ExecContext, Runtime
 from ..schema import Arg, CommandSpec, Item, Menu
@@ -18,10 +18,24 @@ def items_of(rt: Runtime, menu: Menu) -> list[Item]:
         return menu.items(rt)
 
 
+def select(rt: Runtime, menu: Menu, where: Expr | None) -> list[Item]:
+    """The items `where` matches, in print order (every item if there is no expression)."""
+    with rt.lock:
+        if menu.select is not None:
+            return menu.select(rt, where)
+        assert menu.items is not None
+        return [it for it in menu.items(rt) if matches(where, it)]
+
+
+def named(rt: Runtime, menu: Menu, name: str) -> list[Item]:
+    """The items a positional name refers to (`set pvc-1 ...`)."""
+    return select(rt, menu, Cond(menu.name_prop, "=", name))
+
+
 def print_items(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
-    """Snapshot under the lock, format outside it: a slow print never blocks mutations."""
+    """Select under the lock, format outside it: a slow print never blocks mutations."""
     menu = cmd.menu
-    listed = [it for it in items_of(rt, menu) if matches(cmd.where, it)]
+    listed = select(rt, menu, cmd.where)
     ctx.listings[menu.path] = [it.id for it in listed]
     numbered = list(enumerate(listed))
     b = rt.behaviour
@@ -58,36 +72,37 @@ def resolve_value(rt: Runtime, menu: Menu, value: Value, ctx: ExecContext, arg: 
         sub = value.sub.command
         if sub.spec.name != "find":
             raise CommandError(f"invalid value for argument {arg}")
-        return [it for it in items_of(rt, sub.menu) if matches(sub.where, it)]
-    items = items_of(rt, menu)
-    by_name = [it for it in items if it.name == value.text]
+        return select(rt, sub.menu, sub.where)
+    by_name = named(rt, menu, value.text)
     if by_name:
         return by_name
+    every: list[Item] | None = None  # the full list, built only for numbers and *ids
     out: list[Item] = []
     for ref in value.text.split(","):
-        out.append(_one(items, ref, ctx.listings.get(menu.path)))
+        found: Item | None
+        if ref.startswith("*") or ref.isdigit():
+            every = items_of(rt, menu) if every is None else every
+            found = _numbered(every, ref, ctx.listings.get(menu.path))
+        else:
+            found = next(iter(named(rt, menu, ref)), None)
+        if found is None:
+            raise CommandError("no such item")
+        out.append(found)
     return out
 
 
-def _one(items: list[Item], ref: str, listing: list[int] | None) -> Item:
+def _numbered(items: list[Item], ref: str, listing: list[int] | None) -> Item | None:
+    """`*1A` (internal id) or `3` (index into the last print, else position in `items`)."""
     by_id = {it.id: it for it in items}
-    found: Item | None = None
     if ref.startswith("*"):
         try:
-            found = by_id.get(int(ref[1:], 16))
+            return by_id.get(int(ref[1:], 16))
         except ValueError:
-            found = None
-    elif ref.isdigit():
-        n = int(ref)
-        if listing is not None:
-            found = by_id.get(listing[n]) if n < len(listing) else None
-        elif n < len(items):
-            found = items[n]
-    else:
-        found = next((it for it in items if it.name == ref), None)
-    if found is None:
-        raise CommandError("no such item")
-    return found
+            return None
+    n = int(ref)
+    if listing is not None:
+        return by_id.get(listing[n]) if n < len(listing) else None
+    return items[n] if n < len(items) else None
 
 
 def item_commands(menu: Menu) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import CommandError
+from ..expressions import Expr, leading_equality, matches
 from ..format import key_values
 from ..model import Disk
 from ..parser import ParsedCommand
 from ..runtime import ExecContext, Runtime, Traffic
-from ..schema import Arg, CommandSpec, Item, Menu, Prop
+from ..schema import Arg, CommandSpec, Item, Menu, Prop, PropKind, PropValue
 from ..storage import normalize
 from ..values import bool_arg, int_arg, size_arg
 from .base import item_commands, resolve, resolve_value
@@ -34,70 +36,122 @@ ADD_ARGS = ["type", "file-path", "file-size", "slot", *EXPORT_ARGS, "comment", "
 SET_ARGS = ["file-size", "slot", *EXPORT_ARGS, "comment", "disabled"]
 
 
+# Properties in print order: (key, kind, value of a disk). `where` computes only those it
+# tests (see _DiskView); print builds them all, for the items that matched.
+Getter = Callable[[Runtime, Disk], PropValue]
+PropTable = list[tuple[str, PropKind, Getter]]
+
+
+def _const(value: PropValue) -> Getter:
+    return lambda rt, d: value
+
+
+def _use(rt: Runtime, d: Disk) -> int:
+    return (rt.used(d) * 100 + d.size // 2) // d.size if d.size else 0
+
+
+_HEAD: PropTable = [
+    ("type", "raw", lambda rt, d: d.type),
+    ("slot", "str", lambda rt, d: d.slot),
+    ("slot-default", "str", _const("")),
+    ("parent", "str", _const("")),
+]
+_COMMON_TAIL: PropTable = [
+    ("iscsi-export", "bool", _const(False)),
+    ("nfs-sharing", "bool", _const(False)),
+    ("smb-sharing", "bool", _const(False)),
+    ("media-sharing", "bool", _const(False)),
+    ("media-interface", "raw", _const("none")),
+    ("swap", "bool", _const(False)),
+]
+FILE_PROPS: PropTable = [
+    *_HEAD,
+    ("fs", "raw", _const("-")),
+    ("model", "str", lambda rt, d: d.file_path),
+    ("size", "bytes", lambda rt, d: d.file_size),
+    ("mount-filesystem", "bool", _const(True)),
+    ("mount-read-only", "bool", _const(False)),
+    ("compress", "bool", _const(False)),
+    ("sector-size", "int", _const(512)),
+    ("raid-master", "raw", _const("none")),
+    ("nvme-tcp-export", "bool", lambda rt, d: d.nvme_tcp_export),
+    ("nvme-tcp-server-port", "int", lambda rt, d: d.nvme_tcp_server_port),
+    ("nvme-tcp-server-nqn", "str", lambda rt, d: d.nvme_tcp_server_nqn),
+    ("nvme-tcp-server-allow-host-name", "str", lambda rt, d: d.nvme_tcp_server_allow_host_name),
+    *_COMMON_TAIL,
+    ("file-path", "raw", lambda rt, d: d.file_path),
+    ("file-size", "human", lambda rt, d: d.file_size),
+    ("file-offset", "int", _const(0)),
+]
+POOL_PROPS: PropTable = [
+    *_HEAD,
+    ("fs", "raw", _const("btrfs")),
+    ("model", "str", _const("RAID6")),
+    ("size", "bytes", lambda rt, d: d.size),
+    ("free", "bytes", lambda rt, d: max(0, d.size - rt.used(d))),
+    ("use", "percent", _use),
+    ("mount-point", "str", lambda rt, d: d.mount_point),
+    ("mount-filesystem", "bool", _const(True)),
+    ("mount-read-only", "bool", _const(False)),
+    ("compress", "bool", _const(False)),
+    ("sector-size", "int", _const(4096)),
+    ("raid-type", "raw", _const("raid6")),
+    ("raid-master", "raw", _const("none")),
+    ("nvme-tcp-export", "bool", _const(False)),
+    *_COMMON_TAIL,
+]
+HIDDEN_PROPS: PropTable = [  # `where` may test them; print shows them as `;;;` and the X flag
+    ("comment", "str", lambda rt, d: d.comment),
+    ("disabled", "bool", lambda rt, d: d.disabled),
+]
+_LOOKUP = {
+    kind: {key: (pk, get) for key, pk, get in [*table, *HIDDEN_PROPS]}
+    for kind, table in (("file", FILE_PROPS), ("pool", POOL_PROPS))
+}
+
+
+def _props(rt: Runtime, d: Disk, table: PropTable) -> list[Prop]:
+    return [Prop(key, kind, get(rt, d)) for key, kind, get in table]
+
+
 def _item(rt: Runtime, d: Disk) -> Item:
-    common_tail = [
-        Prop("iscsi-export", "bool", False),
-        Prop("nfs-sharing", "bool", False),
-        Prop("smb-sharing", "bool", False),
-        Prop("media-sharing", "bool", False),
-        Prop("media-interface", "raw", "none"),
-        Prop("swap", "bool", False),
-    ]
-    head = [
-        Prop("type", "raw", d.type),
-        Prop("slot", "str", d.slot),
-        Prop("slot-default", "str", ""),
-        Prop("parent", "str", ""),
-    ]
     if d.is_file:
-        props = [
-            *head,
-            Prop("fs", "raw", "-"),
-            Prop("model", "str", d.file_path),
-            Prop("size", "bytes", d.file_size),
-            Prop("mount-filesystem", "bool", True),
-            Prop("mount-read-only", "bool", False),
-            Prop("compress", "bool", False),
-            Prop("sector-size", "int", 512),
-            Prop("raid-master", "raw", "none"),
-            Prop("nvme-tcp-export", "bool", d.nvme_tcp_export),
-            Prop("nvme-tcp-server-port", "int", d.nvme_tcp_server_port),
-            Prop("nvme-tcp-server-nqn", "str", d.nvme_tcp_server_nqn),
-            Prop("nvme-tcp-server-allow-host-name", "str", d.nvme_tcp_server_allow_host_name),
-            *common_tail,
-            Prop("file-path", "raw", d.file_path),
-            Prop("file-size", "human", d.file_size),
-            Prop("file-offset", "int", 0),
-        ]
+        props = _props(rt, d, FILE_PROPS)
         flags = "B" + ("t" if d.nvme_tcp_export else "")
     else:
-        used = rt.used(d)
-        props = [
-            *head,
-            Prop("fs", "raw", "btrfs"),
-            Prop("model", "str", "RAID6"),
-            Prop("size", "bytes", d.size),
-            Prop("free", "bytes", max(0, d.size - used)),
-            Prop("use", "percent", (used * 100 + d.size // 2) // d.size if d.size else 0),
-            Prop("mount-point", "str", d.mount_point),
-            Prop("mount-filesystem", "bool", True),
-            Prop("mount-read-only", "bool", False),
-            Prop("compress", "bool", False),
-            Prop("sector-size", "int", 4096),
-            Prop("raid-type", "raw", "raid6"),
-            Prop("raid-master", "raw", "none"),
-            Prop("nvme-tcp-export", "bool", False),
-            *common_tail,
-        ]
+        props = _props(rt, d, POOL_PROPS)
         flags = "BM"
     if d.disabled:
         flags = "X" + flags
-    hidden = [Prop("comment", "str", d.comment), Prop("disabled", "bool", d.disabled)]
-    return Item(d.id, d.slot, flags, d.comment, [props], hidden)
+    return Item(d.id, d.slot, flags, d.comment, [props], _props(rt, d, HIDDEN_PROPS))
+
+
+class _DiskView:
+    """A disk as `where` sees it: a property is computed only when the expression tests it."""
+
+    def __init__(self, rt: Runtime, d: Disk) -> None:
+        self.id = d.id
+        self._rt = rt
+        self._d = d
+        self._lookup = _LOOKUP["file" if d.is_file else "pool"]
+
+    def prop(self, key: str) -> Prop | None:
+        found = self._lookup.get(key)
+        if found is None:
+            return None
+        kind, get = found
+        return Prop(key, kind, get(self._rt, self._d))
 
 
 def items(rt: Runtime) -> list[Item]:
     return [_item(rt, d) for d in rt.state.disks]
+
+
+def select(rt: Runtime, where: Expr | None) -> list[Item]:
+    """`where slot=X ...` looks the slot up; anything else tests every disk, lazily."""
+    slot = leading_equality(where, "slot")
+    disks = rt.state.disks if slot is None else rt.state.disks_with_slot(slot)
+    return [_item(rt, d) for d in disks if matches(where, _DiskView(rt, d))]
 
 
 def _check_slot(rt: Runtime, slot: str, exclude_id: int | None = None) -> None:
@@ -321,6 +375,8 @@ def build(root: Menu) -> None:
     disk.flags = FLAGS
     disk.table_columns = ["slot", "type", "model", "size"]
     disk.items = items
+    disk.select = select
+    disk.name_prop = "slot"
     disk.properties = {
         **{k: "str" for k in ("slot", "slot-default", "parent", "model", "comment", "mount-point")},
         **{k: "str" for k in ("nvme-tcp-server-nqn", "nvme-tcp-server-allow-host-name")},
