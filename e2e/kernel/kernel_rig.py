@@ -180,3 +180,58 @@ class RdsSim:
             f"nvme-tcp-server-nqn={nqn}")
         assert status == 0, out
         return nqn
+
+
+class Testbed:
+    """The RDS VM and `nodes` node VMs on one virtual LAN 192.168.77.0/24.
+
+    Each node has its own cable to the RDS VM (qemu socket cables are point to point); the RDS VM
+    bridges them (br0 = 192.168.77.1), node i is 192.168.77.(10+i). Cut node i off with
+    `partition(i)` (its cable is pulled on both ends' view: set_link on the node's qemu).
+
+        with Testbed(nodes=2) as tb:
+            sim = tb.rds_sim()  # rds-sim serve --export-backend nvmet, in the RDS VM
+            nqn = sim.add_disk("pvc-1")
+            connect(tb.nodes[0], nqn)
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, nodes: int = 1, *, mem: str = "384M") -> None:
+        from vm import Cable, MicroVM
+
+        self.cables = [Cable(f"n{i}") for i in range(1, nodes + 1)]
+        self.rds = MicroVM("rds", mem=mem, netdevs=[c.end() for c in self.cables])
+        self.nodes = [MicroVM(f"node{i}", mem=mem, netdevs=[c.end(10 + i)])
+                      for i, c in enumerate(self.cables, start=1)]
+        self.rds_addr = RDS_ADDR
+
+    def start(self) -> Testbed:
+        from vm import start_all
+
+        start_all([self.rds, *self.nodes])
+        br = ["modprobe bridge", "ip link add br0 type bridge", "ip link set br0 up"]
+        br += [f"ip link set {self.rds.iface(nd)} master br0" for nd in self.rds.netdevs]
+        br += [f"ip addr add {self.rds_addr}/24 dev br0"]
+        self.rds.check(" && ".join(br))
+        return self
+
+    def node_addr(self, i: int) -> str:
+        return f"192.168.77.{10 + i}"
+
+    def partition(self, i: int, cut: bool = True) -> None:
+        """Pull (cut=True) or plug back the cable of node i (1-based)."""
+        self.nodes[i - 1].set_link(self.cables[i - 1].id, not cut)
+
+    def rds_sim(self) -> RdsSim:
+        return RdsSim(self.rds, address=self.rds_addr).start()
+
+    def stop(self) -> None:
+        for vm in (self.rds, *self.nodes):
+            vm.cleanup()
+
+    def __enter__(self) -> Testbed:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
