@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_rig import RDS_ADDR, Guest
+from kernel_rig import RDS_ADDR, Pair
 from vm import Cable, LocalGuest, MicroVM, start_all, unavailable_reason
 
 HERE = Path(__file__).resolve().parent
@@ -39,16 +38,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     rep = yield
     setattr(item, "rep_" + rep.when, rep)
     return rep
-
-
-@dataclass
-class Pair:
-    """The RDS guest and one node guest, and how to cut the cable between them."""
-
-    rds: Guest
-    node: Guest
-    rds_addr: str
-    pull: Callable[[bool], None]  # pull(True) cuts the link, pull(False) restores it
 
 
 @pytest.fixture

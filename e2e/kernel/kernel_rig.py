@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +34,16 @@ class Guest(Protocol):
     def spawn(self, cmd: str, log: str | None = None) -> int: ...
 
     def wait_for(self, cmd: str, timeout: float = 30.0, interval: float = 0.5) -> str: ...
+
+
+@dataclass
+class Pair:
+    """The RDS guest and one node guest, and how to cut the cable between them."""
+
+    rds: Guest
+    node: Guest
+    rds_addr: str
+    pull: Callable[[bool], None]  # pull(True) cuts the link, pull(False) restores it
 
 
 def load_target(g: Guest) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import Pair
 from kernel_rig import (
     VENV_BIN,
+    Pair,
     RdsSim,
     block_device,
     connect,
