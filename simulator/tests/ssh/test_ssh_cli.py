@@ -83,15 +83,18 @@ def test_serve_sigint(served: Callable[..., Any]) -> None:
     assert proc.wait(10) == 0
 
 
-@pytest.mark.parametrize("backend", ["fabric", "nvmet"])
-def test_unavailable_export_backend(tmp_path: Path, backend: str,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("args", "message"), [
+    (["--export-backend", "fabric"], "--export-backend fabric needs --fabric-dir"),
+    (["--export-backend", "nvmet", "--nvmet-configfs", "/nonexistent/nvmet"],
+     "is not an nvmet configfs root"),
+])
+def test_export_backend_prerequisites(tmp_path: Path, args: list[str], message: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     pw = tmp_path / "pw"
     pw.write_text("x")
-    code = cli.main(["serve", "--state-dir", str(tmp_path), "--password-file", str(pw),
-                     "--export-backend", backend])
+    code = cli.main(["serve", "--state-dir", str(tmp_path), "--password-file", str(pw), *args])
     assert code == 2
-    assert f"export backend {backend} is not available yet" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_non_loopback_needs_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
