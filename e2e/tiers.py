@@ -70,6 +70,27 @@ def _kernel_vms_available() -> str | None:
     return None
 
 
+# Host tools the unit and sim-stack tiers use for real (mkfs/mount on loop devices, the real
+# nvme-cli checked against the simulated sysfs). Installed when missing and allowed.
+HOST_TOOLS = {"mkfs.xfs": "xfsprogs", "xfs_growfs": "xfsprogs", "nvme": "nvme-cli",
+              "mkfs.ext4": "e2fsprogs", "blkid": "util-linux", "losetup": "util-linux"}
+
+
+def ensure_host_tools() -> None:
+    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"=== host tools missing ({', '.join(missing)}) and cannot be installed here "
+              "(needs root and apt-get): tests that need them will say they skipped", flush=True)
+        return
+    print(f"=== installing host tools: {' '.join(missing)}", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                   env=env, check=False)
+
+
 @dataclass
 class Tier:
     name: str
@@ -149,6 +170,8 @@ def main() -> int:
     parser.add_argument("pytest_args", nargs="*", help="extra arguments for pytest")
     args = parser.parse_args()
     wanted = args.tier or [t for t in os.environ.get("TIERS", "").split(",") if t]
+    if not wanted or {"unit", "sim-stack"} & set(wanted):
+        ensure_host_tools()
     outcomes = []
     for tier in TIERS:
         if wanted and tier.name not in wanted:
