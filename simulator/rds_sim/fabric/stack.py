@@ -1,6 +1,7 @@
 """`rds-sim stack`: the simulated RDS (fabric backend), node hosts node-1..N and the driver as
 processes, until SIGINT/SIGTERM; then everything is torn down (processes, mounts under the
-workdir, loop devices)."""
+workdir, loop devices). SIGHUP restarts the driver processes (a node plugin restart: what a
+DaemonSet rollout does), leaving the fabric, its connections and the mounts as they are."""
 
 from __future__ import annotations
 
@@ -48,6 +49,20 @@ def _keys(work: Path) -> tuple[Path, Path, str]:
     return key_file, host_file, fp.rstrip("=")
 
 
+def _restart(name: str, proc: subprocess.Popen[bytes], argv: list[str]
+             ) -> subprocess.Popen[bytes]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    new = subprocess.Popen(argv)
+    print(f"{name}: restarted rds-csi (pid {new.pid})", flush=True)
+    return new
+
+
 def run_stack(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -63,6 +78,7 @@ def run_stack(args: argparse.Namespace) -> int:
     sim = Simulator(work / "rds", authorized_keys=work / "authorized_keys", host_key=host_file,
                     export_backend=engine.backend)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    argvs: dict[str, list[str]] = {}
     try:
         port = sim.start()
         hosts = [engine.add_host(f"node-{k}") for k in range(1, args.nodes + 1)]
@@ -94,18 +110,36 @@ def run_stack(args: argparse.Namespace) -> int:
                       f"service flags {', '.join(NODE_FLAGS)} yet)", flush=True)
                 continue
             (h.root / "state").mkdir(exist_ok=True)
+            argvs[h.node_id] = argv
             procs.append((h.node_id, subprocess.Popen(argv)))
             print(f"{h.node_id}: rds-csi --mode {mode} on {endpoint} (fabric root {h.root})",
                   flush=True)
         done = threading.Event()
+        restart = threading.Event()
+        wake = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             done.set()
+            wake.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            restart.set()
+            wake.set()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, on_hup)
         print("ready", flush=True)
-        while not done.wait(0.5):
+        while not done.is_set():
+            wake.wait(0.5)
+            wake.clear()
+            if done.is_set():
+                break
+            if restart.is_set():
+                restart.clear()
+                procs[:] = [(name, _restart(name, p, argvs[name])) for name, p in procs]
+                print("ready", flush=True)
+                continue
             for name, p in procs:
                 if p.poll() is not None:
                     print(f"rds-sim: rds-csi for {name} exited with {p.returncode}",
