@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from rds_csi.locks import OperationLocks
 from rds_csi.metrics import Metrics
 from rds_csi.mount import Mounter, MountError
-from rds_csi.node import HEALTHY, Condition, assess, connect_options
+from rds_csi.node import HEALTHY, Condition, assess, block_node_mode, connect_options
 from rds_csi.nodestate import STAGED, StateError, StateStore, VolumeState
 from rds_csi.nvme.host import AttachError, NvmeHost
 from rds_csi.nvme.sysfs import GONE_STATES, LIVE, TRANSIENT_STATES, Namespace
@@ -293,7 +293,8 @@ class ResilienceMonitor:
                 return self._refuse(state, track, f"{target} is a mount point, not a device "
                                                   "node; not touching it")
             try:
-                self.mounter.mknod_block(target, ns.major, ns.minor)
+                self.mounter.mknod_block(target, ns.major, ns.minor,
+                                         block_node_mode(state.publish[target].read_only))
             except OSError as exc:
                 self._count("repoint", "error")
                 return self._refuse(state, track, f"cannot re-point {target}: {exc}")

@@ -352,6 +352,7 @@ class Mounter:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         os.mknod(tmp, stat.S_IFBLK | mode, want)
+        os.chmod(tmp, mode)  # exactly ``mode``, whatever the umask
         os.replace(tmp, path)
 
     @staticmethod

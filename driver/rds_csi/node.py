@@ -60,6 +60,15 @@ NODE_CAPABILITIES = (
     RPC.SINGLE_NODE_MULTI_WRITER,
 )
 READ_ONLY_MODES = frozenset({Mode.SINGLE_NODE_READER_ONLY, Mode.MULTI_NODE_READER_ONLY})
+# One publish target per node (ReadWriteOncePod). SINGLE_NODE_WRITER stays permissive like
+# SINGLE_NODE_MULTI_WRITER: COs that predate the split use it for pods sharing a volume.
+SINGLE_WRITER_MODES = frozenset({Mode.SINGLE_NODE_SINGLE_WRITER})
+BLOCK_NODE_MODE = 0o660
+BLOCK_NODE_MODE_RO = 0o440  # a read-only block publish: no write permission on the node
+
+
+def block_node_mode(read_only: bool) -> int:
+    return BLOCK_NODE_MODE_RO if read_only else BLOCK_NODE_MODE
 
 
 @dataclass(frozen=True)
@@ -312,16 +321,39 @@ class NodeService:
                 # Recorded before anything happens on the host, so an interrupted
                 # stage is known to unstage and to the orphan cleanup.
                 self._save(state)
-            ns = self._attach(nqn, address, port, opts)
-            state = state.with_device(ns.name, ns.major, ns.minor)
-            if not block:
-                self._stage_filesystem(state, ns)
+            try:
+                ns = self._attach(nqn, address, port, opts)
+                state = state.with_device(ns.name, ns.major, ns.minor)
+                if not block:
+                    self._stage_filesystem(state, ns)
+            except CsiError:
+                if existing is None or existing.phase != STAGED:
+                    self._roll_back(state)
+                raise
             state = replace(state, phase=STAGED)
             self._save(state)
             log.info("staged", extra={"fields": {
                 "volume_id": req.volume_id, "device": ns.name, "devno": ns.devno_text,
                 "staging": staging, "block": block, "fs_type": fs_type}})
         return csi_pb2.NodeStageVolumeResponse()
+
+    def _roll_back(self, state: VolumeState) -> None:
+        """A stage that failed leaves nothing behind: no record, and no connection unless
+        something on the node uses the device. (A CO may never call NodeUnstageVolume
+        after a final error; kubelet does not.)"""
+        try:
+            ns = self.host.resolve(state.nqn)
+            users = self.mounter.holders(ns.major, ns.minor) if ns is not None else []
+            if users:
+                log.warning("failed stage: device in use, connection kept", extra={"fields": {
+                    "volume_id": state.volume_id, "holders": [str(h) for h in users]}})
+            elif self.host.owns(state.nqn) and self.host.controllers(state.nqn):
+                self.host.detach(state.nqn)
+                self._count("detach", "ok")
+            self.store.delete(state.volume_id)
+        except (AttachError, MountError, StateError, OSError) as exc:
+            log.warning("failed stage: cleanup incomplete", extra={"fields": {
+                "volume_id": state.volume_id, "error": str(exc)}})
 
     def _stage_filesystem(self, state: VolumeState, ns: Namespace) -> None:
         staging = state.staging_path
@@ -439,19 +471,26 @@ class NodeService:
                 raise already_exists(
                     f"volume {req.volume_id} is already published at {target} with "
                     f"read_only={known.read_only} mount_flags={list(known.mount_flags)}")
+            others = sorted(t for t in state.publish if t != target)
+            if others and cap.access_mode.mode in SINGLE_WRITER_MODES:
+                # The spec's second-publish table: a single-writer mode allows one target.
+                raise failed_precondition(
+                    f"volume {req.volume_id} is already published at {', '.join(others)} and "
+                    f"its access mode {Mode.Mode.Name(cap.access_mode.mode)} allows one "
+                    "target on the node")
             # Record first: a crash between the mount and the save must not leave a
             # publish the unstage check cannot see.
             state = state.with_publish(target, pub)
             self._save(state)
             if block:
-                self._publish_block(state, target)
+                self._publish_block(state, target, pub)
             else:
                 self._publish_filesystem(state, target, pub)
             log.info("published", extra={"fields": {
                 "volume_id": req.volume_id, "target": target, "read_only": read_only}})
         return csi_pb2.NodePublishVolumeResponse()
 
-    def _publish_block(self, state: VolumeState, target: str) -> None:
+    def _publish_block(self, state: VolumeState, target: str, pub: PublishTarget) -> None:
         ns = self.host.resolve(state.nqn)
         if ns is None:
             raise unavailable(f"volume {state.volume_id} has no block device right now "
@@ -471,7 +510,8 @@ class NodeService:
                 if stat.S_ISREG(st.st_mode) and st.st_size > 0:
                     raise already_exists(f"{target} is a non-empty file")
             Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self.mounter.mknod_block(target, ns.major, ns.minor)
+            self.mounter.mknod_block(target, ns.major, ns.minor,
+                                     block_node_mode(pub.read_only))
             self._count("mknod", "ok")
 
     def _publish_filesystem(self, state: VolumeState, target: str, pub: PublishTarget) -> None:
@@ -533,6 +573,18 @@ class NodeService:
 
     # ------------------------------------------------------------------ stats
 
+    def _volume_path(self, volume_id: str, path: str) -> str:
+        """volume_path of NodeGetVolumeStats/NodeExpandVolume: required; a path that cannot
+        be a staging or publish path (not absolute) holds no volume: NOT_FOUND, as the spec's
+        "does not exist on the specified volume_path" (and csi-sanity) want."""
+        if not path:
+            raise invalid_argument("volume_path is required")
+        self._check_id(volume_id)
+        if not os.path.isabs(path) or "\x00" in path:
+            raise not_found(f"volume {volume_id} is not at {path!r}: staging and publish "
+                            "paths are absolute")
+        return os.path.normpath(path)
+
     def _path_state(self, volume_id: str, path: str) -> VolumeState:
         if not os.path.lexists(path):
             raise not_found(f"{path} does not exist")
@@ -547,8 +599,7 @@ class NodeService:
               ) -> csi_pb2.NodeGetVolumeStatsResponse:
         if not req.volume_id:
             raise invalid_argument("volume_id is required")
-        path = self._abs(req.volume_path, "volume_path")
-        self._check_id(req.volume_id)
+        path = self._volume_path(req.volume_id, req.volume_path)
         state = self._path_state(req.volume_id, path)
         condition, ns = assess(self.host, self.mounter, state,
                                None if path == state.staging_path and state.block else path)
@@ -578,8 +629,7 @@ class NodeService:
                ) -> csi_pb2.NodeExpandVolumeResponse:
         if not req.volume_id:
             raise invalid_argument("volume_id is required")
-        path = self._abs(req.volume_path, "volume_path")
-        self._check_id(req.volume_id)
+        path = self._volume_path(req.volume_id, req.volume_path)
         if req.HasField("volume_capability"):
             reason = unsupported_reason(req.volume_capability)
             if reason:
