@@ -80,6 +80,7 @@ class NodeConfig:
     naming: Naming = field(default_factory=Naming)
     host_nqn: str = ""  # passed to nvme connect -q when set
     resize_wait: float = 10.0  # seconds to wait for a rescan to show the new size
+    monitor_wait: float = 10.0  # seconds an RPC waits for the monitor's check of its volume
 
     @property
     def topology_key(self) -> str:
@@ -182,6 +183,11 @@ class NodeService:
 
     def _count(self, action: str, result: str) -> None:
         self.metrics.node_actions.labels(action, result).inc()
+
+    def _hold(self, volume_id: str, operation: str) -> contextlib.AbstractContextManager[None]:
+        """The volume's lock: ABORTED while another RPC works on it; waits (up to
+        monitor_wait) while the monitor is only checking it."""
+        return self.locks.hold(volume_id, operation=operation, wait=self.config.monitor_wait)
 
     def _check_id(self, volume_id: str) -> None:
         if not volume_id:
@@ -290,7 +296,7 @@ class NodeService:
         flags = tuple(cap.mount.mount_flags) if not block else ()
         if read_only and not block and "ro" not in flags:
             flags = (*flags, "ro")
-        with self.locks.hold(req.volume_id, operation="NodeStageVolume"):
+        with self._hold(req.volume_id, "NodeStageVolume"):
             existing = self._load(req.volume_id)
             if existing is not None:
                 conflict = None
@@ -392,7 +398,7 @@ class NodeService:
             raise invalid_argument("volume_id is required")
         staging = self._abs(req.staging_target_path, "staging_target_path")
         self._check_id(req.volume_id)
-        with self.locks.hold(req.volume_id, operation="NodeUnstageVolume"):
+        with self._hold(req.volume_id, "NodeUnstageVolume"):
             state = self._load(req.volume_id)
             if state is not None and state.staging_path != staging:
                 raise failed_precondition(f"volume {req.volume_id} is staged at "
@@ -455,7 +461,7 @@ class NodeService:
         block = cap.WhichOneof("access_type") == "block"
         read_only = req.readonly or cap.access_mode.mode in READ_ONLY_MODES
         flags = tuple(cap.mount.mount_flags) if not block else ()
-        with self.locks.hold(req.volume_id, operation="NodePublishVolume"):
+        with self._hold(req.volume_id, "NodePublishVolume"):
             state = self._staged(req.volume_id, staging)
             if state.block != block:
                 raise failed_precondition(
@@ -543,7 +549,7 @@ class NodeService:
             raise invalid_argument("volume_id is required")
         target = self._abs(req.target_path, "target_path")
         self._check_id(req.volume_id)
-        with self.locks.hold(req.volume_id, operation="NodeUnpublishVolume"):
+        with self._hold(req.volume_id, "NodeUnpublishVolume"):
             with self._mount_errors(f"unpublish {req.volume_id}"):
                 for _ in self.mounter.mounts_at(target):
                     self.mounter.unmount(target)
@@ -639,7 +645,7 @@ class NodeService:
         if required < 0 or limit < 0 or (limit and required > limit):
             raise CsiError(grpc.StatusCode.OUT_OF_RANGE,
                            f"capacity_range required={required} limit={limit} is not valid")
-        with self.locks.hold(req.volume_id, operation="NodeExpandVolume"):
+        with self._hold(req.volume_id, "NodeExpandVolume"):
             state = self._path_state(req.volume_id, path)
             ns = self.host.rescan(state.nqn)
             deadline = self._clock() + self.config.resize_wait

@@ -34,6 +34,32 @@ def test_released_on_exception() -> None:
     assert not locks.busy("k")
 
 
+def test_waits_for_a_background_holder_but_not_for_a_foreground_one() -> None:
+    locks = OperationLocks()
+    entered = threading.Event()
+    release = threading.Event()
+
+    def background() -> None:
+        with locks.hold("v", operation="monitor", background=True):
+            entered.set()
+            release.wait(5)
+
+    t = threading.Thread(target=background)
+    t.start()
+    entered.wait(5)
+    with pytest.raises(CsiError), locks.hold("v", operation="rpc"):  # no wait: ABORTED
+        pass
+    with pytest.raises(CsiError), locks.hold("v", operation="rpc", wait=0.05):  # too short
+        pass
+    threading.Timer(0.1, release.set).start()
+    with locks.hold("v", operation="rpc", wait=5):  # waits for the check to end
+        assert locks.busy("v")
+        with pytest.raises(CsiError) as exc, locks.hold("v", operation="other", wait=5):
+            pass  # a foreground holder is never waited for
+        assert "rpc" in str(exc.value)
+    t.join()
+
+
 def test_concurrent_holders_exactly_one_wins() -> None:
     locks = OperationLocks()
     barrier = threading.Barrier(16)
