@@ -19,6 +19,13 @@ monitor never formats anything.
 
 At start it disconnects orphan NVMe connections under the driver's NQN prefix that
 no staged volume accounts for (and that nothing holds).
+
+Speed after an outage (every volume of an RDS lost at once): a pass looks at the volumes in
+parallel (``workers``); while any volume is not healthy passes come every
+``urgent_interval`` instead of ``interval``; a volume's reconnect backoff never exceeds its
+own ``reconnect_delay`` (the cadence the kernel would have used); while a target
+(address:port) is unreachable only one volume at a time probes it, and the first reconnect
+that succeeds releases every other volume of that target at once.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from rds_csi.locks import OperationLocks
 from rds_csi.metrics import Metrics
@@ -50,6 +58,18 @@ class _Track:
     next_reconnect: float = 0.0
     backoff: float = 0.0
     refused: str = ""
+    target: tuple[str, int] = ("", 0)
+
+
+@dataclass
+class _Target:
+    """Reconnect state shared by the volumes of one address:port."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    failing: bool = False
+    probing: bool = False
+    next_probe: float = 0.0
+    last_error: str = ""
 
 
 class ResilienceMonitor:
@@ -62,6 +82,8 @@ class ResilienceMonitor:
         locks: OperationLocks,
         metrics: Metrics | None = None,
         interval: float = 2.0,
+        urgent_interval: float = 0.25,
+        workers: int = 1,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
@@ -73,13 +95,19 @@ class ResilienceMonitor:
         self.locks = locks
         self.metrics = metrics or Metrics()
         self.interval = interval
+        self.urgent_interval = min(urgent_interval, interval)
+        self.workers = max(1, workers)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._clock = clock
         self._stop = threading.Event()
-        self._sleep = sleep or self._stop.wait
+        self._wake = threading.Event()  # a target came back: run the next pass now
+        self._sleep = sleep or self._idle
         self._tracks: dict[str, _Track] = {}
+        self._targets: dict[tuple[str, int], _Target] = {}
+        self._guard = threading.Lock()  # _tracks and _targets membership
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -89,8 +117,21 @@ class ResilienceMonitor:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def _idle(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def urgent(self) -> bool:
+        """Whether some volume is not healthy (passes then come every urgent_interval)."""
+        with self._guard:
+            tracks = list(self._tracks.values())
+        return any(t.condition is None or t.condition.abnormal for t in tracks)
 
     def run(self) -> None:
         try:
@@ -102,7 +143,9 @@ class ResilienceMonitor:
                 self.tick()
             except Exception:
                 log.exception("monitor pass failed")
-            self._sleep(self.interval)
+            if self._stop.is_set():
+                break
+            self._sleep(self.urgent_interval if self.urgent() else self.interval)
 
     # ------------------------------------------------------------------ reporting
 
@@ -146,7 +189,8 @@ class ResilienceMonitor:
                 continue
             volume_id = self._volume_id(nqn)
             try:
-                with self.locks.hold(volume_id, operation="monitor-orphan-cleanup"):
+                with self.locks.hold(volume_id, operation="monitor-orphan-cleanup",
+                                     background=True):
                     if self._accounted_for(nqn, volume_id):
                         continue
                     ns = self.host.resolve(nqn)
@@ -187,31 +231,45 @@ class ResilienceMonitor:
         states = self.store.all()
         self.metrics.volumes_staged.set(len(states))
         known = {s.volume_id for s in states}
-        for gone in set(self._tracks) - known:
-            self._tracks.pop(gone, None)
+        with self._guard:
+            gone = set(self._tracks) - known
+            for vid in gone:
+                self._tracks.pop(vid, None)
+        for vid in gone:
             with contextlib.suppress(KeyError):
-                self.metrics.volume_abnormal.remove(gone)
-        for state in states:
-            if state.phase != STAGED:
-                continue
-            try:
-                with self.locks.hold(state.volume_id, operation="monitor"):
-                    fresh = self.store.load(state.volume_id)
-                    if fresh is None or fresh.phase != STAGED:
-                        continue
-                    done[state.volume_id] = self.check(fresh)
-            except CsiError:
-                done[state.volume_id] = "busy"
-            except (StateError, MountError, OSError) as exc:
-                log.error("monitor check failed", extra={"fields": {
-                    "volume_id": state.volume_id, "error": str(exc)}})
-                self._count("check", "error")
-                done[state.volume_id] = "error"
+                self.metrics.volume_abnormal.remove(vid)
+        staged = [s for s in states if s.phase == STAGED]
+        if self.workers > 1 and len(staged) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rds-csi-mon")
+            results = list(self._pool.map(self._check_locked, staged))
+        else:
+            results = [self._check_locked(s) for s in staged]
+        for volume_id, result in results:
+            if result:
+                done[volume_id] = result
         return done
+
+    def _check_locked(self, state: VolumeState) -> tuple[str, str]:
+        try:
+            with self.locks.hold(state.volume_id, operation="monitor", background=True):
+                fresh = self.store.load(state.volume_id)
+                if fresh is None or fresh.phase != STAGED:
+                    return state.volume_id, ""
+                return state.volume_id, self.check(fresh)
+        except CsiError:
+            return state.volume_id, "busy"
+        except (StateError, MountError, OSError) as exc:
+            log.error("monitor check failed", extra={"fields": {
+                "volume_id": state.volume_id, "error": str(exc)}})
+            self._count("check", "error")
+            return state.volume_id, "error"
 
     def check(self, state: VolumeState) -> str:
         """Look at one staged volume and act; the caller holds its lock."""
-        track = self._tracks.setdefault(state.volume_id, _Track())
+        with self._guard:
+            track = self._tracks.setdefault(state.volume_id, _Track())
+        track.target = (state.address, state.port)
         ctrls = self.host.controllers(state.nqn)
         observed = tuple(f"{c.name}={c.state}" for c in ctrls)
         if observed != track.states:
@@ -254,27 +312,71 @@ class ResilienceMonitor:
 
     # ------------------------------------------------------------------ reconnect
 
+    def _target(self, key: tuple[str, int]) -> _Target:
+        with self._guard:
+            return self._targets.setdefault(key, _Target())
+
+    def _backoff_cap(self, state: VolumeState) -> float:
+        # Never wait longer than the volume's own reconnect_delay: the kernel would have
+        # retried at that cadence had ctrl_loss_tmo not run out.
+        return min(self.backoff_max, max(self.backoff_initial, float(state.reconnect_delay)))
+
     def _reconnect(self, state: VolumeState, track: _Track) -> Namespace | None:
         now = self._clock()
+        key = (state.address, state.port)
+        target = self._target(key)
+        where = f"{state.address}:{state.port}"
         if now < track.next_reconnect:
             self._report(state, track, Condition(
                 True, f"NVMe/TCP connection to {state.nqn} lost; next reconnect attempt in "
                       f"{track.next_reconnect - now:.0f}s"))
             return None
+        with target.lock:
+            if target.failing and (target.probing or now < target.next_probe):
+                waiting = True
+            else:
+                waiting = False
+                probe = target.failing
+                if probe:
+                    target.probing = True
+        if waiting:
+            self._report(state, track, Condition(
+                True, f"NVMe/TCP connection to {state.nqn} lost; {where} is unreachable "
+                      f"({target.last_error}); waiting for it to answer again"))
+            return None
         log.warning("reconnecting lost NVMe/TCP connection", extra={"fields": {
-            "volume_id": state.volume_id, "nqn": state.nqn,
-            "address": f"{state.address}:{state.port}"}})
+            "volume_id": state.volume_id, "nqn": state.nqn, "address": where}})
         try:
             ns = self.host.attach(state.nqn, state.address, state.port, connect_options(state))
         except (AttachError, ValueError) as exc:
-            track.backoff = min(self.backoff_max, track.backoff * 2 or self.backoff_initial)
+            track.backoff = min(self._backoff_cap(state),
+                                track.backoff * 2 or self.backoff_initial)
             track.next_reconnect = self._clock() + track.backoff
+            with target.lock:
+                target.failing = True
+                if probe:
+                    target.probing = False
+                target.next_probe = self._clock() + track.backoff
+                target.last_error = str(exc)
             self._count("reconnect", "error")
             self._report(state, track, Condition(
                 True, f"NVMe/TCP connection to {state.nqn} lost; reconnect failed: {exc}"))
             return None
+        with target.lock:
+            recovered = target.failing
+            target.failing = target.probing = False
+            target.next_probe = 0.0
         track.backoff = 0.0
         track.next_reconnect = 0.0
+        if recovered:
+            # The target answers again: every other volume on it may reconnect now.
+            with self._guard:
+                others = [t for t in self._tracks.values() if t.target == key]
+            for other in others:
+                other.backoff = 0.0
+                other.next_reconnect = 0.0
+            self._wake.set()
+            log.info("target reachable again", extra={"fields": {"address": where}})
         self._count("reconnect")
         log.info("reconnected", extra={"fields": {
             "volume_id": state.volume_id, "device": ns.name, "devno": ns.devno_text,

@@ -82,6 +82,7 @@ class NodeSettings:
     host_nqn: str = ""
     attach_timeout: float = 30.0
     monitor_interval: float = 2.0
+    monitor_workers: int = 8
 
 
 @dataclass
@@ -153,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds to wait for a volume's namespace after nvme connect "
                            "(default 30)")
     node.add_argument("--monitor-interval", type=float, default=2.0,
-                      help="seconds between two passes of the reconnect monitor (default 2)")
+                      help="seconds between two passes of the reconnect monitor while every "
+                           "volume is healthy (default 2; 0.25 while one is not)")
+    node.add_argument("--monitor-workers", type=int, default=8,
+                      help="volumes the monitor checks/reconnects in parallel (default 8)")
     rds = p.add_argument_group("RDS connection (controller)")
     rds.add_argument("--rds-address", default=_env("RDS_ADDRESS"),
                      help="HOST[:PORT] of the RDS SSH service (env RDS_ADDRESS; port 22)")
@@ -314,8 +318,9 @@ def _node_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error(f"--{flag.replace('_', '-')} must be an absolute path")
     if args.max_volumes_per_node < 0:
         parser.error("--max-volumes-per-node must not be negative")
-    if args.attach_timeout <= 0 or args.monitor_interval <= 0:
-        parser.error("--attach-timeout and --monitor-interval must be positive")
+    if args.attach_timeout <= 0 or args.monitor_interval <= 0 or args.monitor_workers <= 0:
+        parser.error("--attach-timeout, --monitor-interval and --monitor-workers must be "
+                     "positive")
     try:
         Naming(nqn_prefix=args.nqn_prefix)
     except IdError as exc:
@@ -332,6 +337,7 @@ def _node_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         host_nqn=args.host_nqn,
         attach_timeout=args.attach_timeout,
         monitor_interval=args.monitor_interval,
+        monitor_workers=args.monitor_workers,
     )
 
 
@@ -419,7 +425,8 @@ def build_node(config: Config, settings: NodeSettings,
     )
     service = NodeService(node_config, host, mounter, store, locks=locks, metrics=metrics)
     monitor = ResilienceMonitor(store, host, mounter, locks=locks, metrics=metrics,
-                                interval=settings.monitor_interval)
+                                interval=settings.monitor_interval,
+                                workers=settings.monitor_workers)
     return service, monitor
 
 

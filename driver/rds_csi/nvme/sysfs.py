@@ -187,11 +187,20 @@ class NvmeSysfs:
         return sorted(out, key=lambda c: c.instance)
 
     def controllers_for(self, nqn: str) -> list[Controller]:
-        return [c for c in self.controllers() if c.nqn == nqn]
+        # One read (subsysnqn) per other controller, the full set only for matches: with
+        # many volumes this runs several times per volume per monitor pass.
+        out = []
+        for name in _listdir(self.class_nvme):
+            if not CTRL_RE.match(name) or _read(self.class_nvme / name / "subsysnqn") != nqn:
+                continue
+            ctrl = self.controller(name)
+            if ctrl is not None and ctrl.nqn == nqn:
+                out.append(ctrl)
+        return sorted(out, key=lambda c: c.instance)
 
     # ------------------------------------------------------------------ subsystems
 
-    def subsystems(self) -> list[Subsystem]:
+    def subsystems(self, only_nqn: str | None = None) -> list[Subsystem]:
         out = []
         for name in _listdir(self.class_subsys):
             m = SUBSYS_RE.match(name)
@@ -199,7 +208,7 @@ class NvmeSysfs:
                 continue
             base = self.class_subsys / name
             nqn = _read(base / "subsysnqn")
-            if nqn is None:
+            if nqn is None or (only_nqn is not None and nqn != only_nqn):
                 continue
             entries = _listdir(base)
             out.append(Subsystem(
@@ -212,7 +221,7 @@ class NvmeSysfs:
         return sorted(out, key=lambda s: s.instance)
 
     def subsystems_for(self, nqn: str) -> list[Subsystem]:
-        return [s for s in self.subsystems() if s.nqn == nqn]
+        return self.subsystems(only_nqn=nqn)
 
     # ------------------------------------------------------------------ namespaces
 
@@ -246,7 +255,7 @@ class NvmeSysfs:
         subsystems = self.subsystems_for(nqn)
         if not subsystems:
             return []
-        ctrls = {c.name: c for c in self.controllers() if c.nqn == nqn}
+        ctrls = {c.name: c for c in self.controllers_for(nqn)}
         out = []
         for sub in subsystems:
             for head in sub.namespaces:
