@@ -18,6 +18,8 @@ BENCHES = [
     ("simulator: SSH command round-trip (rds-sim bench)", [str(BIN / "rds-sim"), "bench"]),
     ("controller: CreateVolume/DeleteVolume over gRPC",
      [sys.executable, str(ROOT / "e2e" / "bench_controller.py")]),
+    ("node: stage/publish latency, recovery of 50 volumes after a long outage (rds-sim stack)",
+     [sys.executable, str(ROOT / "e2e" / "bench_node.py")]),
 ]
 
 
