@@ -5,6 +5,13 @@
     csictl.py --endpoint ... list | capacity | get VOLUME_ID | delete VOLUME_ID
     csictl.py --endpoint ... expand VOLUME_ID SIZE
     csictl.py --endpoint ... snapshot VOLUME_ID NAME | snapshots | delete-snapshot SNAPSHOT_ID
+Node calls (--endpoint is the node plugin's socket; the volume context comes from
+ControllerGetVolume on --controller-endpoint, default the same socket):
+    csictl.py --endpoint ... node-info
+    csictl.py --endpoint ... stage VOLUME_ID STAGING_DIR [--block] [--fs ext4|xfs]
+    csictl.py --endpoint ... publish VOLUME_ID STAGING_DIR TARGET [--block] [--ro]
+    csictl.py --endpoint ... stats VOLUME_ID PATH
+    csictl.py --endpoint ... unpublish VOLUME_ID TARGET | unstage VOLUME_ID STAGING_DIR
 
 Built from the same csi.proto as the driver; any client built from the official spec
 proto talks to the driver the same way.
@@ -33,7 +40,57 @@ def _capability(block: bool) -> csi_pb2.VolumeCapability:
                                     access_mode=MODE(mode=MODE.SINGLE_NODE_WRITER))
 
 
+def _node_capability(args: argparse.Namespace) -> csi_pb2.VolumeCapability:
+    cap = _capability(args.block)
+    if not args.block and getattr(args, "fs", ""):
+        cap.mount.fs_type = args.fs
+    return cap
+
+
+def _context(args: argparse.Namespace, channel: grpc.Channel) -> dict[str, str]:
+    target = (args.controller_endpoint or args.endpoint).removeprefix("tcp://")
+    if target == args.endpoint.removeprefix("tcp://"):
+        ctl = csi_pb2_grpc.ControllerStub(channel)
+        vol = ctl.ControllerGetVolume(csi_pb2.ControllerGetVolumeRequest(
+            volume_id=args.volume_id), timeout=60).volume
+    else:
+        with grpc.insecure_channel(target) as other:
+            vol = csi_pb2_grpc.ControllerStub(other).ControllerGetVolume(
+                csi_pb2.ControllerGetVolumeRequest(volume_id=args.volume_id), timeout=60).volume
+    return dict(vol.volume_context)
+
+
+def _node_call(args: argparse.Namespace, channel: grpc.Channel) -> Message | None:
+    node = csi_pb2_grpc.NodeStub(channel)
+    t = 120
+    if args.call == "node-info":
+        return node.NodeGetInfo(csi_pb2.NodeGetInfoRequest(), timeout=t)
+    if args.call == "stage":
+        return node.NodeStageVolume(csi_pb2.NodeStageVolumeRequest(
+            volume_id=args.volume_id, staging_target_path=args.staging,
+            volume_capability=_node_capability(args),
+            volume_context=_context(args, channel)), timeout=t)
+    if args.call == "publish":
+        return node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
+            volume_id=args.volume_id, staging_target_path=args.staging,
+            target_path=args.target, volume_capability=_node_capability(args),
+            readonly=args.ro), timeout=t)
+    if args.call == "stats":
+        return node.NodeGetVolumeStats(csi_pb2.NodeGetVolumeStatsRequest(
+            volume_id=args.volume_id, volume_path=args.path), timeout=t)
+    if args.call == "unpublish":
+        return node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(
+            volume_id=args.volume_id, target_path=args.target), timeout=t)
+    if args.call == "unstage":
+        return node.NodeUnstageVolume(csi_pb2.NodeUnstageVolumeRequest(
+            volume_id=args.volume_id, staging_target_path=args.staging), timeout=t)
+    return None
+
+
 def _call(args: argparse.Namespace, channel: grpc.Channel) -> Message:
+    reply = _node_call(args, channel)
+    if reply is not None:
+        return reply
     identity = csi_pb2_grpc.IdentityStub(channel)
     ctl = csi_pb2_grpc.ControllerStub(channel)
     t = 60
@@ -78,7 +135,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--endpoint", required=True, help="unix:///path or tcp://host:port")
+    parser.add_argument("--controller-endpoint", default="",
+                        help="node calls: where ControllerGetVolume is asked for the volume "
+                             "context (default: --endpoint)")
     sub = parser.add_subparsers(dest="call", required=True)
+    sub.add_parser("node-info")
+    st = sub.add_parser("stage")
+    st.add_argument("volume_id")
+    st.add_argument("staging")
+    st.add_argument("--block", action="store_true")
+    st.add_argument("--fs", default="", help="ext4 or xfs (default: the volume's fsType)")
+    pb = sub.add_parser("publish")
+    pb.add_argument("volume_id")
+    pb.add_argument("staging")
+    pb.add_argument("target")
+    pb.add_argument("--block", action="store_true")
+    pb.add_argument("--ro", action="store_true")
+    stats = sub.add_parser("stats")
+    stats.add_argument("volume_id")
+    stats.add_argument("path")
+    up = sub.add_parser("unpublish")
+    up.add_argument("volume_id")
+    up.add_argument("target")
+    us = sub.add_parser("unstage")
+    us.add_argument("volume_id")
+    us.add_argument("staging")
     for name in ("info", "caps", "probe", "list", "capacity", "snapshots"):
         sub.add_parser(name)
     create = sub.add_parser("create")
