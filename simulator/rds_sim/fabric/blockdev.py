@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import stat
 import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+_NS_NODE = re.compile(r"^nvme\d+n\d+$")
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +171,8 @@ def is_held(node: Path, major: int, minor: int) -> bool:
         if m.majmin == majmin and m.source in names:
             return True
     targets = names | {n + " (deleted)" for n in names}
+    want = os.makedev(major, minor)
+    dev_dir = os.path.dirname(str(node))
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -178,7 +183,17 @@ def is_held(node: Path, major: int, minor: int) -> bool:
             continue
         for fd in fds:
             try:
-                if os.readlink(f"{fd_dir}/{fd}") in targets:
+                link = os.readlink(f"{fd_dir}/{fd}")
+                if link in targets:
+                    return True
+                # Opened through another node for the same number (a kubelet block publish
+                # node, a VM's disk path): the kernel holds the disk all the same. The loop
+                # device is shared between nodes, so another node's own nvme node is not.
+                if link.startswith("/dev/") or (_NS_NODE.match(os.path.basename(link))
+                                                and os.path.dirname(link) != dev_dir):
+                    continue
+                st = os.stat(f"{fd_dir}/{fd}")
+                if stat.S_ISBLK(st.st_mode) and st.st_rdev == want:
                     return True
             except OSError:
                 continue
