@@ -66,6 +66,28 @@ def validate_nqn(nqn: str) -> str:
     return nqn
 
 
+def connect_hint(stderr: str, host_nqn: str = "") -> str:
+    """What a failed ``nvme connect`` most likely means, from nvme-cli's stderr.
+
+    Measured on Linux 6.1 / nvme-cli 2.3: a target that answers but rejects the fabrics
+    Connect (host NQN not in the subsystem's allowed hosts, or no such subsystem on that
+    port) makes the write to /dev/nvme-fabrics fail with EIO, printed as
+    ``Failed to write to /dev/nvme-fabrics: Input/output error`` and ``could not add new
+    controller: failed to write to nvme-fabrics device``; nothing listening gives
+    ECONNREFUSED (``Connection refused``).
+    """
+    text = stderr.lower()
+    if "input/output error" in text:
+        host = f"host NQN {host_nqn}" if host_nqn else "this host's NQN (/etc/nvme/hostnqn)"
+        return (f"; the target rejected the connect: {host} is not allowed on the subsystem "
+                "(target fencing: nvme-tcp-server-allow-host-name) or the subsystem is not "
+                "exported on that port")
+    if "connection refused" in text:
+        return "; connection refused: nothing listens there (RDS down or rebooting, or no " \
+               "volume exported on that port)"
+    return ""
+
+
 class NvmeCli:
     """The configured ``nvme`` binary."""
 
@@ -108,7 +130,8 @@ class NvmeCli:
         if result.returncode != 0:
             stderr = (result.stderr or result.stdout).strip()
             raise NvmeCliError(f"nvme connect {nqn} at {address}:{port} failed "
-                               f"(exit {result.returncode}): {stderr}",
+                               f"(exit {result.returncode}): {stderr}"
+                               f"{connect_hint(stderr, opts.host_nqn)}",
                                returncode=result.returncode, stderr=stderr)
 
     def disconnect(self, nqn: str) -> None:

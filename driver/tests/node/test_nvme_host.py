@@ -40,6 +40,10 @@ class ScriptedNvme:
             if self.on_connect == "fail":
                 return subprocess.CompletedProcess(argv, 1, "", "Failed to write to "
                                                    "/dev/nvme-fabrics: Connection refused\n")
+            if self.on_connect == "fenced":  # nvme-cli 2.3 on Linux 6.1, host not allowed
+                return subprocess.CompletedProcess(
+                    argv, 1, "", "Failed to write to /dev/nvme-fabrics: Input/output error\n"
+                    "could not add new controller: failed to write to nvme-fabrics device\n")
             if self.on_connect == "already":
                 return subprocess.CompletedProcess(argv, 1, "", "already connected\n")
             c = self.next_ctrl
@@ -159,6 +163,18 @@ def test_connect_failure_is_an_attach_error_with_the_reason(world):
     _, nvme, host, _ = world
     nvme.on_connect = "fail"
     with pytest.raises(AttachError, match="Connection refused"):
+        host.attach(NQN_A, "10.0.0.1", 4420, OPTS)
+
+
+def test_a_fenced_host_gets_an_error_that_says_so(world):
+    _, nvme, host, _ = world
+    nvme.on_connect = "fenced"
+    opts = ConnectOptions(host_nqn="nqn.2014-08.org.nvmexpress:uuid:node2")
+    with pytest.raises(AttachError, match=r"(?s)Input/output error.*host NQN "
+                       r"nqn.2014-08.org.nvmexpress:uuid:node2 is not allowed"):
+        host.attach(NQN_A, "10.0.0.1", 4420, opts)
+    nvme.on_connect = "fail"
+    with pytest.raises(AttachError, match=r"(?s)Connection refused.*nothing listens there"):
         host.attach(NQN_A, "10.0.0.1", 4420, OPTS)
 
 

@@ -6,7 +6,8 @@ Taken from nvme-cli 2.3 fabrics.c / nvme.c / nvme-print.c and libnvme 1.3 fabric
 - `connect` prints nothing on success unless `-o normal` (`device: nvme0`) or `-o json`;
   an existing controller with the same transport/traddr/trsvcid/subsysnqn (any state) gives
   `already connected` (even with --duplicate-connect, which 2.3 checks too late);
-  kernel errors print `could not add new controller: <libnvme message>`;
+  kernel errors print `Failed to write to /dev/nvme-fabrics: <strerror>` (libnvme), then
+  `could not add new controller: <libnvme message>`;
 - libnvme passes reconnect_delay / keep_alive_tmo only when > 0 and ctrl_loss_tmo when >= -1
   (measured with the real binary), so 0 means the kernel default for the first two;
 - `disconnect -n` always exits 0 and prints `NQN:<arg> disconnected <k> controller(s)`;
@@ -169,6 +170,8 @@ def connect(host: FabricHost, argv: list[str], o: _Out) -> int:
         try:
             ctrl = host.connect(opts)
         except ConnectError as e:
+            # libnvme logs the failed write first (seen with the real binary on Linux 6.1)
+            o.error(f"Failed to write to /dev/nvme-fabrics: {os.strerror(e.errno)}")
             o.error("could not add new controller: "
                     + _CONNECT_ERRORS.get(e.errno, _WRITE_ERROR))
             return 1

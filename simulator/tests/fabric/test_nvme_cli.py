@@ -43,19 +43,25 @@ def test_connect_errors(engine: FabricEngine, make_export) -> None:
     a = make_export("pvc-a")
     make_export("pvc-b", add=False)
     h = engine.add_host("node-1")
-    refused = (1, "", "could not add new controller: connection refused\n")
-    write = (1, "", "could not add new controller: failed to write to nvme-fabrics device\n")
+    # libnvme's line first, then nvme-cli's (both as the real binary prints them on Linux 6.1)
+    failed = "Failed to write to /dev/nvme-fabrics: "
+    refused = (1, "", f"{failed}Connection refused\n"
+                      "could not add new controller: connection refused\n")
+    generic = "could not add new controller: failed to write to nvme-fabrics device\n"
+    rejected = (1, "", f"{failed}Input/output error\n{generic}")
+    timed_out = (1, "", f"{failed}Connection timed out\n{generic}")
     assert run(h, ["connect", "-t", "tcp", "-a", "127.0.0.1", "-s", "4421", "-n", a.nqn]) == \
         refused
-    assert run(h, [*CONNECT, "-n", "nqn.2000-02.com.mikrotik:pvc-b"]) == write  # not exported
-    assert run(h, ["connect", "-t", "tcp", "-a", "127.0.0.2", "-n", a.nqn]) == write
+    assert run(h, [*CONNECT, "-n", "nqn.2000-02.com.mikrotik:pvc-b"]) == rejected  # unexported
+    assert run(h, ["connect", "-t", "tcp", "-a", "127.0.0.2", "-n", a.nqn]) == timed_out
     assert run(h, [*CONNECT, "-n", a.nqn, "-I", "not-a-uuid"]) == \
-        (1, "", "could not add new controller: invalid arguments/configuration\n")
+        (1, "", f"{failed}Invalid argument\n"
+                "could not add new controller: invalid arguments/configuration\n")
     engine.block(port=4420)
-    assert run(h, [*CONNECT, "-n", a.nqn]) == write
+    assert run(h, [*CONNECT, "-n", a.nqn]) == timed_out
     engine.unblock()
     engine.backend.device_down()
-    assert run(h, [*CONNECT, "-n", a.nqn]) == write
+    assert run(h, [*CONNECT, "-n", a.nqn]) == timed_out
     engine.backend.device_up([a])
     assert run(h, [*CONNECT, "-n", a.nqn])[0] == 0
 
@@ -64,7 +70,8 @@ def test_fencing_by_host_nqn(engine: FabricEngine, make_export) -> None:
     h1, h2 = engine.add_host("node-1"), engine.add_host("node-2")
     e = make_export("pvc-a", allowed=[h1.hostnqn])
     assert run(h2, [*CONNECT, "-n", e.nqn]) == \
-        (1, "", "could not add new controller: failed to write to nvme-fabrics device\n")
+        (1, "", "Failed to write to /dev/nvme-fabrics: Input/output error\n"
+                "could not add new controller: failed to write to nvme-fabrics device\n")
     assert run(h1, [*CONNECT, "-n", e.nqn]) == (0, "", "")
     assert run(h2, [*CONNECT, "-n", e.nqn, "-q", h1.hostnqn])[0] == 0  # the NQN is the key
     # a new allow list does not cut existing controllers; it applies at reconnect
