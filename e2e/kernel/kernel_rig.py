@@ -157,19 +157,28 @@ class RdsSim:
     listen: str = f"127.0.0.1:{SSH_PORT}"
     address: str = RDS_ADDR
     log: str = "/tmp/rds-sim.log"
+    pid: int | None = None
 
     def start(self, timeout: float = 90.0) -> RdsSim:
         g = self.guest
         load_target(g)
         g.check(f"mkdir -p {self.state_dir} && printf %s {PASSWORD} > /tmp/rds-sim.pw")
-        g.spawn(f"exec {VENV_BIN}/rds-sim serve --state-dir {self.state_dir}"
-                f" --listen {self.listen} --password-file /tmp/rds-sim.pw"
-                f" --export-backend nvmet --nvmet-address {self.address}", log=self.log)
+        g.run(f"rm -f {self.log}")
+        self.pid = g.spawn(f"exec {VENV_BIN}/rds-sim serve --state-dir {self.state_dir}"
+                           f" --listen {self.listen} --password-file /tmp/rds-sim.pw"
+                           f" --export-backend nvmet --nvmet-address {self.address}",
+                           log=self.log)
         g.wait_for(f"grep -q '^listening on' {self.log}", timeout=timeout, interval=1.0)
         return self
 
-    def stop(self) -> None:
-        self.guest.run("pkill -TERM -f '[r]ds-sim serve'; sleep 1")
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the simulator (it tears its exports down) and wait until it is gone."""
+        if self.pid is None:
+            self.guest.run("pkill -TERM -f '[r]ds-sim serve'; sleep 1")
+            return
+        self.guest.run(f"kill -TERM {self.pid}")
+        self.guest.wait_for(f"! kill -0 {self.pid} 2>/dev/null", timeout=timeout, interval=0.3)
+        self.pid = None
 
     def cli(self, line: str, timeout: float = 60.0) -> tuple[int, str]:
         """Run one RouterOS command line over SSH (from inside the guest)."""

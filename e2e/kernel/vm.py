@@ -289,8 +289,19 @@ class MicroVM:
             if nd.listen:
                 self._wait_until(lambda p=nd.port: port_listening(p), 30,
                                  f"cable port {nd.port} did not start listening")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(self.agent_path))
+        # the socket file appears at bind(), qemu listens a moment later: retry a refusal
+        deadline = time.monotonic() + 30
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.agent_path))
+                break
+            except ConnectionRefusedError:
+                sock.close()
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise VMError(f"{self.name}: the agent socket refuses connections") from None
+                time.sleep(0.05)
         self._agent = sock
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-agent",
                                         daemon=True)
