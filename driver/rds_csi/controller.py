@@ -385,6 +385,8 @@ class ControllerService:
                 f"not {source_slot or 'none'}")
         # The directory is not in the comment: the disk's own file path tells it.
         recorded = replace(self._params(meta), volume_path=params.volume_path)
+        if disk.port:
+            recorded = replace(recorded, nvme_port=disk.port)
         wanted_file = self.naming.file_path(disk.slot, params.volume_path or None)
         if (disk.file_path or "").removeprefix("/") != wanted_file:
             raise already_exists(

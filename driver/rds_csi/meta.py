@@ -9,7 +9,9 @@ after a restart, so they live in the disk's ``comment``:
 
 Only ``[A-Za-z0-9 _.:/-]`` is used (no ``=`` or quotes, which the command
 builder refuses in comments) and the whole comment stays under 255
-characters whatever the CSI name is, because the name is stored as a digest.
+characters whatever the CSI name is, because the name is stored as a digest and
+sizes, addresses and parameters are bounded (the NVMe/TCP port is not stored: the disk
+itself shows it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ MAGIC = "rds-csi/1"
 _PARAM_KEYS = {
     "fs": "fs_type",
     "addr": "nvme_address",
-    "port": "nvme_port",
     "clt": "ctrl_loss_tmo",
     "rd": "reconnect_delay",
     "ka": "keep_alive_tmo",

@@ -38,7 +38,7 @@ def test_bad_parameters(raw: dict, fragment: str) -> None:
         parse_parameters(raw)
 
 
-@given(st.text(max_size=128), st.integers(0, 2**62), st.integers(0, 2**63 - 1),
+@given(st.text(max_size=128), st.integers(0, 64 << 40), st.integers(0, 2**63 - 1),
        st.sampled_from(["", "pvc-" + "a" * 28, "snap-" + "b" * 27]),
        st.sampled_from(["ext4", "xfs"]), st.integers(-1, 10**6))
 def test_meta_round_trip_and_fits_the_command_builder(name, size, created, source, fs, clt):
@@ -49,6 +49,17 @@ def test_meta_round_trip_and_fits_the_command_builder(name, size, created, sourc
     back = Meta.decode(comment)
     assert back == meta and back.is_for(name)
     assert back.volume_params(VolumeParams()) == params
+
+
+def test_worst_case_comment_fits_the_device_limit() -> None:
+    """Largest size (64 TiB, capacity.choose_size's maximum), longest address, a source,
+    every parameter at its widest value."""
+    params = VolumeParams(fs_type="ext4", nvme_address="a" * 63, nvme_port=65535,
+                          ctrl_loss_tmo=31_536_000, reconnect_delay=3600, keep_alive_tmo=3600,
+                          migration_timeout_seconds=86_400)
+    meta = Meta("vol", name_digest("x" * 128), 64 << 40, 2**63 - 1, "snap-" + "f" * 27,
+                params_to_meta(params))
+    assert check_comment(meta.encode()) == meta.encode()
 
 
 @pytest.mark.parametrize("comment", ["", "hello", "rds-csi/1 k:vol", "rds-csi/1 k:x h:a sz:1 t:1",
