@@ -15,6 +15,7 @@ import re
 import stat
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,15 @@ def _detach(loop: Loop) -> None:
         log.debug("detached %s", loop.path)
     except LoopError as e:
         log.debug("%s", e)
+        return
+    # The kernel frees a namespace head's minor the moment the disk is released, and the next
+    # disk takes the lowest free one. A loop detach can lag (a short-lived opener such as a
+    # probe defers it to the last close): wait a moment so the next `losetup --find` sees the
+    # number free, as the next nvme disk would. A device that stays open (a mount) keeps it.
+    backing = Path("/sys/block") / Path(loop.path).name / "loop" / "backing_file"
+    deadline = time.monotonic() + 1.0
+    while backing.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def make_node(path: Path, kind: str, major: int, minor: int, mode: int) -> None:

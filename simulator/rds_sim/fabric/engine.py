@@ -192,6 +192,8 @@ class FabricEngine:
             while True:
                 for h in self.hosts.values():
                     h.poll_sysfs_writes()
+                    if h.has_zombies():
+                        h.reap()  # the kernel releases a held disk on its last close
                 dues = [d for h in self.hosts.values() if (d := h.due()) is not None]
                 nxt = min(dues) if dues else None
                 if nxt is None or nxt > end:

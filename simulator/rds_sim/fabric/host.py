@@ -280,7 +280,10 @@ class FabricHost:
         if ctrl.instance != subsys.instance:
             self.ida.free(ctrl.instance)
         ctrl.history.append((self.now(), "deleted"))
-        self._maybe_release_subsys(subsys)
+        # releases this subsystem when nothing is left in it; a zombie head whose last holder
+        # closed it meanwhile is gone in the kernel already (released on last close), so it
+        # must not keep the subsystem alive here
+        self.reap()
         log.info("%s: %s deleted", self.node_id, ctrl.name)
 
     def _remove_head(self, head: Head) -> None:

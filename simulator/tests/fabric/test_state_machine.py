@@ -207,10 +207,30 @@ def test_pinned_by_open_fd(engine: FabricEngine, make_export) -> None:
         os.close(fd)
 
 
+def test_a_held_head_released_before_the_disconnect_frees_the_subsystem(
+        engine: FabricEngine, make_export) -> None:
+    # measured on Linux 6.1 (e2e/kernel agree.py "ctrl-loss-held"): the zombie head goes on
+    # its last close, so the disconnect of the new controller leaves no nvme-subsys behind
+    e = make_export("pvc-a")
+    h = engine.add_host("node-1")
+    connect(h, e.nqn, "-l", "2", "-c", "1")
+    fd = os.open(h.root / "dev/nvme0n1", os.O_RDONLY)
+    engine.backend.export_removed(e)
+    engine.advance(3)
+    assert h.controllers() == []
+    engine.backend.export_added(e)
+    assert connect(h, e.nqn) == "nvme1"
+    os.close(fd)
+    run(h, ["disconnect", "-n", e.nqn])
+    assert not (h.root / "sys/class/nvme-subsystem/nvme-subsys0").exists()
+    assert h.subsystems == []
+
+
 def test_other_subsystem_takes_the_numbers(engine: FabricEngine, make_export) -> None:
     a, b = make_export("pvc-a"), make_export("pvc-b")
     h = engine.add_host("node-1")
     connect(h, a.nqn, "-l", "2", "-c", "1")
+    a_dev = sysfs(h, "block/nvme0n1/dev")
     engine.backend.export_removed(a)
     engine.advance(2)
     assert h.controllers() == []
@@ -220,6 +240,8 @@ def test_other_subsystem_takes_the_numbers(engine: FabricEngine, make_export) ->
     assert connect(h, a.nqn) == "nvme1"
     assert sysfs(h, "class/nvme-subsystem/nvme-subsys1/subsysnqn") == a.nqn
     assert (h.root / "dev/nvme1n1").exists()
+    # as in the kernel, B's disk took the device number A's had (lowest free)
+    assert sysfs(h, "block/nvme0n1/dev") == a_dev
 
 
 def test_resize_updates_size(engine: FabricEngine, make_export) -> None:
