@@ -10,10 +10,13 @@ beyond the ones the RDS should export).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from agree import SEQUENCES, FabricRunner, KernelRunner, differences, normalize
 from csi_rig import Cluster, Volume, cap, ls
 from kernel_rig import block_device, ctrl_state, read_sha, verify, write_pattern
 
@@ -293,3 +296,26 @@ def test_7_live_migration_raw_block(clean: Cluster) -> None:
     write_pattern(dst.guest, td, "mig2", 4, offset_mib=32)
     verify(dst.guest, td, "mig2", 4, offset_mib=32)
     _teardown(c, [(1, vol, td)])
+
+
+@pytest.mark.parametrize("sequence", list(SEQUENCES))
+def test_8_fabric_agrees_with_the_kernel(clean: Cluster, sequence: str,
+                                         tmp_path: Path) -> None:
+    """The same reconnect/renumbering sequence on node1's kernel and on the simulated fabric
+    gives the same sysfs states, names and numbers (see agree.py)."""
+    steps = SEQUENCES[sequence]
+    kernel = KernelRunner(clean.rds, clean.nodes[0].guest, clean.tb.rds_addr).setup()
+    try:
+        kernel.run(steps)
+    finally:
+        kernel.teardown()
+    fabric = FabricRunner(tmp_path)
+    try:
+        fabric.run(steps)
+    finally:
+        fabric.teardown()
+    for cp in normalize(kernel.checkpoints):
+        print(f"\nkernel {cp['step']}: {json.dumps({k: cp[k] for k in ('controllers', 'heads')})}")
+    print(f"kernel states: {kernel.trace}\nfabric states: {fabric.trace}")
+    diff = differences(kernel, fabric)
+    assert not diff, "\n".join(diff)
