@@ -49,6 +49,8 @@ from rds_csi.status import CsiError
 
 log = logging.getLogger("rds_csi.monitor")
 
+REPEAT_LOG_S = 30.0  # how often a still-abnormal volume's changing message is logged again
+
 
 @dataclass
 class _Track:
@@ -58,6 +60,7 @@ class _Track:
     next_reconnect: float = 0.0
     backoff: float = 0.0
     refused: str = ""
+    logged_at: float = float("-inf")
     target: tuple[str, int] = ("", 0)
 
 
@@ -157,11 +160,18 @@ class ResilienceMonitor:
         return track.condition if track else None
 
     def _report(self, state: VolumeState, track: _Track, condition: Condition) -> None:
-        if track.condition != condition:
+        """Keep the condition current; log when it turns (ab)normal, and a changed message
+        of a still-abnormal volume (countdowns, retry errors) at most every REPEAT_LOG_S."""
+        old = track.condition
+        now = self._clock()
+        turned = old is None or old.abnormal != condition.abnormal
+        changed = old is not None and old.message != condition.message
+        if turned or (changed and now - track.logged_at >= REPEAT_LOG_S):
             level = logging.WARNING if condition.abnormal else logging.INFO
             log.log(level, "volume condition", extra={"fields": {
                 "volume_id": state.volume_id, "abnormal": condition.abnormal,
                 "message": condition.message}})
+            track.logged_at = now
         track.condition = condition
         self.metrics.volume_abnormal.labels(state.volume_id).set(int(condition.abnormal))
 

@@ -264,3 +264,31 @@ def test_block_publish_nodes_are_repointed(world, loops):
         assert f.read(13) == b"block payload"
     assert store.load(VOL_A).devno == new.devno
     assert count(mon.metrics, "repoint") == 1
+
+
+def test_condition_logging_is_rate_limited_while_abnormal(world, caplog):
+    """A countdown in an abnormal message must not log a line every pass."""
+    import logging
+
+    from rds_csi.monitor import REPEAT_LOG_S, _Track
+    from rds_csi.node import HEALTHY, Condition
+
+    mon, _svc, _host, _store, clock, tmp = world
+    state, track = block_state(tmp), _Track()
+    caplog.set_level(logging.INFO, logger="rds_csi.monitor")
+
+    def lines() -> int:
+        return sum(1 for r in caplog.records if r.getMessage() == "volume condition")
+
+    mon._report(state, track, Condition(True, "lost; next attempt in 3s"))
+    assert lines() == 1
+    for left in (2, 1, 0):
+        clock.now += 1
+        mon._report(state, track, Condition(True, f"lost; next attempt in {left}s"))
+    assert lines() == 1  # same abnormal state, changing message: quiet
+    assert track.condition is not None and track.condition.message.endswith("0s")
+    clock.now += REPEAT_LOG_S
+    mon._report(state, track, Condition(True, "lost; reconnect failed: refused"))
+    assert lines() == 2  # a reminder after REPEAT_LOG_S
+    mon._report(state, track, HEALTHY)
+    assert lines() == 3  # turning normal is always logged
