@@ -11,7 +11,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
+# /tmp stays the host's (read-only, writes go to the tmpfs overlay): a checkout under the
+# host's /tmp (CI clones anywhere) must stay visible to the guest.
 # disk images live on a real tmpfs: nvmet on a file on the overlay (Linux 6.1) reports a
 # 1-byte logical block (the overlay inode has no i_blkbits), and the host sees a 0-size disk
 mount -t tmpfs -o mode=0755 tmpfs /srv
