@@ -196,15 +196,17 @@ def test_reboot_refuses_ssh_then_restores_same_disks(
     started = time.monotonic()
     sim.reboot(1.5)
     assert sim.rebooting and fake.power == ["off"]
-    time.sleep(0.1)
-    assert not c.transport.is_active()  # existing connections dropped
+    # existing connections are dropped (the client notices asynchronously: allow for load)
+    while c.transport.is_active():
+        assert time.monotonic() - started < 1.2, "existing connection not dropped"
+        time.sleep(0.02)
     with pytest.raises((paramiko.SSHException, EOFError, OSError)):
         connect(sim.port, timeout=2)
     while probe(sim.port):
         assert time.monotonic() - started < 5, "SSH did not come back"
         time.sleep(0.05)
     down_for = time.monotonic() - started
-    assert 1.4 <= down_for < 2.5
+    assert 1.4 <= down_for < 4.0  # down at least the stated time; the upper bound allows load
     assert fake.power == ["off", "on"] and not sim.rebooting
     assert disk_exists(sim, connect, "keep")
 
