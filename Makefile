@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 WORK   ?= .work
 
-.PHONY: help venv run test lint proto bench e2e-vm clean e2e-vm
+.PHONY: help venv run test lint proto bench clean e2e-vm
 
 help:
 	@echo "make run    start rds-csi locally and show how to talk to it"
@@ -15,7 +15,6 @@ help:
 	@echo "make lint   ruff + mypy (strict on rds_csi)"
 	@echo "make proto  regenerate the CSI stubs from proto/csi.proto"
 	@echo "make bench  run the benchmarks and print their figures"
-	@echo "make e2e-vm the kernel tier alone: real nvmet/nvme-tcp in qemu micro-VMs (root)"
 	@echo "make e2e-vm kernel tier: setup.sh (qemu, Debian kernel cache) then the micro-VM tests"
 
 $(STAMP): pyproject.toml
