@@ -166,6 +166,21 @@ class NodePlugin:
         self.csi.call("Node", "NodeUnstageVolume",
                       {"volume_id": vol.volume_id, "staging_target_path": self.staging(vol)})
 
+    def expand(self, vol: Volume, path: str, size: int,
+               capability: dict[str, Any] | None = None) -> int:
+        """NodeExpandVolume, as kubelet calls it (volume_path = the publish target)."""
+        req: dict[str, Any] = {"volume_id": vol.volume_id, "volume_path": path,
+                               "staging_target_path": self.staging(vol),
+                               "capacity_range": {"required_bytes": str(size)}}
+        if capability is not None:
+            req["volume_capability"] = capability
+        return int(self.csi.call("Node", "NodeExpandVolume", req).get("capacity_bytes", 0))
+
+    def fs_size(self, path: str) -> tuple[int, int]:
+        """(total, available) bytes of the filesystem at `path` (statfs in the guest)."""
+        bsize, blocks, avail = self.guest.check(f"stat -f -c '%S %b %a' {path}").split()
+        return int(blocks) * int(bsize), int(avail) * int(bsize)
+
     def condition(self, vol: Volume, path: str) -> tuple[bool, str]:
         r = self.csi.call("Node", "NodeGetVolumeStats",
                           {"volume_id": vol.volume_id, "volume_path": path}, timeout=30)
@@ -284,6 +299,15 @@ class Cluster:
         v = r["volume"]
         return Volume(name, v["volume_id"], dict(v.get("volume_context", {})),
                       int(v.get("capacity_bytes", 0)))
+
+    def expand(self, vol: Volume, size: int, capability: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+        """ControllerExpandVolume; the reply (capacity_bytes, node_expansion_required)."""
+        req: dict[str, Any] = {"volume_id": vol.volume_id,
+                               "capacity_range": {"required_bytes": str(size)}}
+        if capability is not None:
+            req["volume_capability"] = capability
+        return self.controller.call("Controller", "ControllerExpandVolume", req)
 
     def delete(self, vol: Volume) -> None:
         self.controller.call("Controller", "DeleteVolume", {"volume_id": vol.volume_id})
