@@ -319,3 +319,70 @@ def test_8_fabric_agrees_with_the_kernel(clean: Cluster, sequence: str,
     print(f"kernel states: {kernel.trace}\nfabric states: {fabric.trace}")
     diff = differences(kernel, fabric)
     assert not diff, "\n".join(diff)
+
+
+def _getsize(c: Cluster, node: int, path: str) -> int:
+    return int(c.nodes[node].guest.check(f"blockdev --getsize64 {path}").strip())
+
+
+@pytest.mark.parametrize("kind", ["ext4", "xfs", "block"])
+def test_9_online_expand(clean: Cluster, kind: str) -> None:
+    """Online expansion on the real kernel: ControllerExpandVolume grows the disk's file on the
+    RDS (nvmet revalidate_size), the node sees the new namespace size, NodeExpandVolume grows
+    the mounted filesystem (resize2fs / xfs_growfs, which need CAP_SYS_RESOURCE: only the VM
+    guest has it); data written before is intact and the new space takes writes. A raw block
+    volume needs no node step: the host rescans on the target's namespace-changed event."""
+    c, n1 = clean, clean.nodes[0]
+    g = n1.guest
+    block = kind == "block"
+    # mkfs.xfs refuses filesystems under 300 MiB
+    size, grown = (320 << 20, 512 << 20) if kind == "xfs" else (64 << 20, 192 << 20)
+    capability = cap(block=True) if block else cap(fs=kind)
+    vol = c.create(f"pvc-grow-{kind}", size, block=block,
+                   params={} if block else {"fsType": kind})
+    n1.stage(vol, capability)
+    target = n1.publish(vol, capability)
+    dev = block_device(g, vol.nqn)
+    assert _getsize(c, 0, dev) == size
+    t0 = time.monotonic()
+    if block:
+        write_pattern(g, target, "grow-blk1", 8)
+        reply = c.expand(vol, grown, capability)
+        assert int(reply["capacity_bytes"]) >= grown, reply
+        assert not reply.get("node_expansion_required", False), reply
+        g.wait_for(f"test $(blockdev --getsize64 {target}) -ge {grown}", timeout=30)
+        print(f"\nblock: node sees {_getsize(c, 0, target)} bytes "
+              f"{time.monotonic() - t0:.1f} s after ControllerExpandVolume")
+        verify(g, target, "grow-blk1", 8)
+        write_pattern(g, target, "grow-blk2", 4, offset_mib=size >> 20)
+        verify(g, target, "grow-blk2", 4, offset_mib=size >> 20)
+        verify(g, target, "grow-blk1", 8)
+        _teardown(c, [(0, vol, target)])
+        return
+    n1.write_file(f"{target}/before", f"grow-{kind}1", 4)
+    total0, _ = n1.fs_size(target)
+    assert total0 <= size
+    reply = c.expand(vol, grown, capability)
+    assert int(reply["capacity_bytes"]) >= grown, reply
+    assert reply.get("node_expansion_required") is True, reply
+    print(f"\n{kind}: device {_getsize(c, 0, dev)} bytes on the node right after "
+          "ControllerExpandVolume")
+    assert n1.expand(vol, target, grown, capability) >= grown
+    total1, avail1 = n1.fs_size(target)
+    print(f"{kind}: filesystem {total0 >> 20} -> {total1 >> 20} MiB "
+          f"({time.monotonic() - t0:.1f} s for both expand calls)")
+    assert total1 >= total0 + (grown - size) * 9 // 10, (total0, total1)
+    assert _getsize(c, 0, dev) >= grown
+    n1.check_file(f"{target}/before", f"grow-{kind}1")
+    # more than the whole old filesystem: only fits because it grew (unwritten extents: fast)
+    assert avail1 > total0
+    g.check(f"fallocate -l {total0} {target}/filler")
+    n1.write_file(f"{target}/after", f"grow-{kind}2", 4)
+    n1.check_file(f"{target}/after", f"grow-{kind}2")
+    n1.check_file(f"{target}/before", f"grow-{kind}1")
+    # what kubelet shows: NodeGetVolumeStats reports the grown filesystem
+    stats = n1.csi.call("Node", "NodeGetVolumeStats",
+                        {"volume_id": vol.volume_id, "volume_path": target}, timeout=30)
+    total_stat = next(int(u["total"]) for u in stats["usage"] if u["unit"] == "BYTES")
+    assert total_stat == total1, stats
+    _teardown(c, [(0, vol, target)])
