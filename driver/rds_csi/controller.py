@@ -240,24 +240,20 @@ class ControllerService:
         """
         existed = False
         for attempt in (1, 2):
-            try:
-                with rds_errors(action):
+            with rds_errors(action):
+                try:
                     create()
-                break
-            except CsiError as err:
-                cause = err.__cause__
-                if isinstance(cause, AlreadyExists):
-                    existed = True
-                    break
-                if isinstance(cause, ConnectionLost):
+                except AlreadyExists:
+                    existed = True  # another creator won, or an earlier attempt of ours
+                except ConnectionLost:
                     # The add may or may not have run: look before acting again.
                     log.warning("connection lost during create; checking the device",
                                 extra={"fields": {"slot": slot, "attempt": attempt}})
-                    if self._get_disk(slot, action) is not None:
-                        break
-                    if attempt == 1:
-                        continue
-                raise
+                    if self.rds.get_disk(slot) is None:
+                        if attempt == 1:
+                            continue
+                        raise
+            break
         disk = self._get_disk(slot, action)
         if disk is None:
             raise internal(f"{action}: the RDS accepted the command but disk {slot} is not there")
@@ -516,23 +512,23 @@ class ControllerService:
             raise not_found(f"volume {volume_id} does not exist (slot not managed by this driver)")
         return disk
 
-    def _volumes(self) -> list[tuple[str, Disk]]:
+    def _volumes(self) -> list[tuple[str, tuple[Disk, Meta]]]:
         with rds_errors("listing volumes"):
             disks = self.rds.list_disks(self.naming.volume_prefix)
         out = []
         for disk in disks:
             meta = _decode_meta(disk)
             if self.naming.is_volume_id(disk.slot) and meta is not None and meta.kind == "vol":
-                out.append((disk.slot, disk))
+                out.append((disk.slot, (disk, meta)))
         return sorted(out, key=lambda item: item[0])
 
     def list_volumes(self, req: csi_pb2.ListVolumesRequest) -> csi_pb2.ListVolumesResponse:
         page, token = paginate(self._volumes(), req.max_entries, req.starting_token,
                                self.naming.is_volume_id)
         entries = []
-        for disk in page:
+        for disk, meta in page:
             entries.append(csi_pb2.ListVolumesResponse.Entry(
-                volume=self._volume(disk, _decode_meta(disk)),
+                volume=self._volume(disk, meta),
                 status=csi_pb2.ListVolumesResponse.VolumeStatus(
                     volume_condition=self._condition(disk, check_file=False)),
             ))
