@@ -295,7 +295,7 @@ class ControllerService:
         except (ParameterError, ValueError) as exc:
             raise invalid_argument(str(exc)) from None
         if fs_type:
-            params = VolumeParams(**{**params.__dict__, "fs_type": fs_type})
+            params = replace(params, fs_type=fs_type)
         if not params.nvme_address:
             raise invalid_argument("no NVMe/TCP address: set the nvmeAddress parameter or the "
                                    "controller's --nvme-address")

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from rds_csi.params import VolumeParams
 
@@ -86,12 +87,11 @@ class Meta:
 
     def volume_params(self, defaults: VolumeParams) -> VolumeParams:
         """The parameters recorded at creation, over ``defaults`` for absent ones."""
-        values: dict[str, object] = dict(defaults.__dict__)
-        for key, attr in _PARAM_KEYS.items():
-            if key in self.params:
-                raw = self.params[key]
-                values[attr] = raw if attr in _STR_PARAMS else int(raw)
-        return VolumeParams(**values)  # type: ignore[arg-type]
+        recorded: dict[str, Any] = {
+            attr: self.params[key] if attr in _STR_PARAMS else int(self.params[key])
+            for key, attr in _PARAM_KEYS.items() if key in self.params
+        }
+        return replace(defaults, **recorded)
 
 
 def params_to_meta(params: VolumeParams) -> dict[str, str]:
