@@ -9,6 +9,25 @@ import json
 import os
 import socket
 import sys
+from typing import Any
+
+
+def request(
+    path: str | os.PathLike[str], req: dict[str, Any], timeout: float | None = None
+) -> dict[str, Any]:
+    """One JSON line to the unix socket at `path`, one JSON line back (the fabric's protocol)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(os.fspath(path))
+        s.sendall((json.dumps(req) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    reply: dict[str, Any] = json.loads(buf)
+    return reply
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,16 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     root, rest = args[1], args[2:]
     path = os.path.join(root, "nvme.sock")
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(path)
-            s.sendall((json.dumps({"argv": rest}) + "\n").encode())
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        reply = json.loads(buf)
+        reply = request(path, {"argv": rest})
     except (OSError, ValueError) as e:
         print(f"rds-sim nvme: no simulated fabric at {path}: {e}", file=sys.stderr)
         return 1

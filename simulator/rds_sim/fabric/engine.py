@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shlex
-import socket
 import socketserver
 import stat
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exports import Export
-from . import blockdev
+from . import blockdev, client
 from .clock import Clock, FakeClock, MonotonicClock
 from .host import FabricHost
 from .target import FabricBackend
@@ -92,18 +91,7 @@ def _serve(path: Path, handle: Any) -> _LineServer:
 
 
 def request(path: Path, req: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall((json.dumps(req) + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    result: dict[str, Any] = json.loads(buf)
-    return result
+    return client.request(path, req, timeout)
 
 
 class FabricEngine:
