@@ -3,8 +3,6 @@ the driver's ControllerService on the real SSH transport, and the rds-csi proces
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,7 @@ from rds_csi.csi import csi_pb2, csi_pb2_grpc
 from rds_csi.ids import Naming
 from rds_csi.params import VolumeParams
 from rds_csi.rds import CircuitBreaker, RdsClient, SshConfig, SshTransport
+from rds_csi.rds.transport import sha256_fingerprint
 from rds_sim.server import Simulator
 
 GiB = 1 << 30
@@ -55,11 +54,6 @@ class SimEnv:
         return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def fingerprint(key: paramiko.PKey) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
 @pytest.fixture
 def sim_env() -> Iterator[SimEnv]:
     with tempfile.TemporaryDirectory(prefix="simstack-") as tmp:
@@ -72,7 +66,7 @@ def sim_env() -> Iterator[SimEnv]:
                         pool_size=100 * GiB, control_socket=False)
         sim.start()
         try:
-            yield SimEnv(sim, key_file, fingerprint(host_key), work)
+            yield SimEnv(sim, key_file, sha256_fingerprint(host_key), work)
         finally:
             sim.stop()
 
