@@ -15,9 +15,7 @@ driver's unix socket). Two runs:
 from __future__ import annotations
 
 import argparse
-import base64
 import concurrent.futures as cf
-import hashlib
 import json
 import statistics
 import subprocess
@@ -31,15 +29,15 @@ import grpc
 import paramiko
 
 from rds_csi.csi import csi_pb2, csi_pb2_grpc
+from rds_sim.bench import percentile
+from rds_sim.fabric.stack import _keys
 
 BIN = Path(sys.executable).parent
 MODE = csi_pb2.VolumeCapability.AccessMode
 
 
 def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
-    return ordered[k]
+    return percentile(sorted(values), p)
 
 
 class Stack:
@@ -47,13 +45,7 @@ class Stack:
 
     def __init__(self, work: Path, profile: str, sessions: int) -> None:
         self.work = work
-        key = paramiko.RSAKey.generate(2048)
-        key.write_private_key_file(str(work / "id_rsa"))
-        (work / "authorized_keys").write_text(f"{key.get_name()} {key.get_base64()}\n")
-        host = paramiko.RSAKey.generate(2048)
-        host.write_private_key_file(str(work / "host_key"))
-        self.fingerprint = "SHA256:" + base64.b64encode(
-            hashlib.sha256(host.asbytes()).digest()).decode().rstrip("=")
+        _, _, self.fingerprint = _keys(work)
         self.sim = subprocess.Popen(
             [str(BIN / "rds-sim"), "serve", "--listen", "127.0.0.1:0",
              "--state-dir", str(work / "rds"), "--authorized-keys", str(work / "authorized_keys"),

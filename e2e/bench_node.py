@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from simstack.stackproc import StackProcess, leftovers
 
 from rds_csi.csi import csi_pb2
+from rds_sim.bench import percentile
 
 MODE = csi_pb2.VolumeCapability.AccessMode
 MiB = 1 << 20
@@ -44,9 +45,7 @@ PARAMS = {"ctrlLossTmo": str(CTRL_LOSS_TMO), "reconnectDelay": str(RECONNECT_DEL
 
 
 def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
-    return ordered[k]
+    return percentile(sorted(values), p)
 
 
 def cap(block: bool) -> csi_pb2.VolumeCapability:
