@@ -11,7 +11,6 @@ Otherwise (or with ``--simple``): ``rds-sim serve`` and ``rds-csi --mode control
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import hashlib
 import os
@@ -20,8 +19,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import paramiko
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -32,21 +29,10 @@ def _stack_available() -> bool:
     return probe.returncode == 0
 
 
-def _keys(work: Path) -> str:
-    """Client key + authorized_keys + host key; returns the host key's SHA256 fingerprint."""
-    if not (work / "id_rsa").exists():
-        key = paramiko.RSAKey.generate(2048)
-        key.write_private_key_file(str(work / "id_rsa"))
-        (work / "authorized_keys").write_text(f"{key.get_name()} {key.get_base64()}\n")
-    if not (work / "host_key").exists():
-        paramiko.RSAKey.generate(2048).write_private_key_file(str(work / "host_key"))
-    host = paramiko.RSAKey.from_private_key_file(str(work / "host_key"))
-    return "SHA256:" + base64.b64encode(hashlib.sha256(host.asbytes()).digest()).decode().rstrip(
-        "=")
-
-
 def run_simple(work: Path) -> int:
-    fingerprint = _keys(work)
+    from rds_sim.fabric.stack import _keys
+
+    _, _, fingerprint = _keys(work)  # client key, authorized_keys, host key
     sim = subprocess.Popen(
         [str(BIN / "rds-sim"), "serve", "--listen", "127.0.0.1:0", "--state-dir",
          str(work / "rds"), "--authorized-keys", str(work / "authorized_keys"),
