@@ -214,7 +214,7 @@ class FabricEngine:
             sizes[str(Path(export.path).resolve())] = export.size
         with self.lock:
             for h in list(self.hosts.values()):
-                h.target_changed(kind, sizes)
+                h.target_changed(sizes)
 
     def block(self, *, node: str | None = None, port: int | None = None) -> None:
         """Drop packets between `node` (default every node) and `port` (default every port)."""

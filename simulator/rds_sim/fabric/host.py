@@ -329,7 +329,7 @@ class FabricHost:
         if ctrl.instance in self.ctrls:
             self._write_ctrl(ctrl)
 
-    def check_link(self, ctrl: Controller, immediate_kinds: bool) -> None:
+    def check_link(self, ctrl: Controller) -> None:
         """The target or network changed: does this live controller's association survive?"""
         if ctrl.state != "live":
             return
@@ -430,7 +430,7 @@ class FabricHost:
             except FileNotFoundError:
                 continue
 
-    def target_changed(self, kind: str, size_paths: dict[str, int]) -> None:
+    def target_changed(self, size_paths: dict[str, int]) -> None:
         for c in list(self.ctrls.values()):
             if c.state == "live" and c.head is not None and c.head.backing in size_paths:
                 new = size_paths[c.head.backing]
@@ -438,7 +438,7 @@ class FabricHost:
                     c.head.size = new
                     self._write_head(c.head)
                     self._write_path(c)
-            self.check_link(c, kind != "block")
+            self.check_link(c)
 
     def shutdown(self) -> None:
         for c in self.controllers():

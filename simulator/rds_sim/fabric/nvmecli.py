@@ -270,7 +270,7 @@ def _live_heads(s: Subsystem) -> list[Head]:
                   reverse=True)
 
 
-def _paths(host: FabricHost, s: Subsystem) -> list[Controller]:
+def _paths(s: Subsystem) -> list[Controller]:
     return sorted(s.ctrls, key=lambda c: _alpha(c.name), reverse=True)
 
 
@@ -307,7 +307,7 @@ def list_subsys(host: FabricHost, argv: list[str], o: _Out) -> int:
                     {"Name": s.name, "NQN": s.nqn,
                      "Paths": [{"Name": c.name, "Transport": "tcp",
                                 "Address": host.address(c), "State": c.state}
-                               for c in _paths(host, s)]}
+                               for c in _paths(s)]}
                     for s in subs
                 ]
                 root.append(entry)
@@ -318,7 +318,7 @@ def list_subsys(host: FabricHost, argv: list[str], o: _Out) -> int:
                 o.print(f"{s.name} - NQN={s.nqn}")
                 o.print("\\")
                 tail = " " if _live_heads(s) else ""  # the multipath branch prints an ANA column
-                for c in _paths(host, s):
+                for c in _paths(s):
                     o.print(f" +- {c.name} tcp {host.address(c)} {c.state}{tail}")
     return 0
 
