@@ -123,7 +123,7 @@ class FabricBackend:
         with self.lock:
             if traddr != self.address or not self.up:
                 return errno.ETIMEDOUT
-            if any(b.matches(node, port) for b in self.blocks):
+            if self.blocked(node, port):
                 return errno.ETIMEDOUT
             if not any(e.port == port for e in self.exports.values()):
                 return errno.ECONNREFUSED
