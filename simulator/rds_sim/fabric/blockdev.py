@@ -8,7 +8,6 @@ still held -- by a mount of its device node or an open file descriptor -- is rea
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -128,15 +127,13 @@ def _detach(loop: Loop) -> None:
 def make_node(path: Path, kind: str, major: int, minor: int, mode: int) -> None:
     flag = stat.S_IFBLK if kind == "b" else stat.S_IFCHR
     path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    path.unlink(missing_ok=True)
     os.mknod(path, flag | mode, os.makedev(major, minor))
     os.chmod(path, mode)
 
 
 def remove_node(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    path.unlink(missing_ok=True)
 
 
 def _unescape(field: str) -> str:

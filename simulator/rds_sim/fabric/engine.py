@@ -67,8 +67,7 @@ class _LineServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 def _serve(path: Path, handle: Any) -> _LineServer:
     if len(str(path)) > _MAX_UNIX_PATH:
         raise ValueError(f"socket path too long for a unix socket: {path}")
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    path.unlink(missing_ok=True)
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:

@@ -11,7 +11,6 @@ until the holder lets go -- which is why a reconnect then gets new numbers.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
@@ -135,14 +134,8 @@ def _write(path: Path, text: str, mode: int = 0o444) -> None:
 
 def _symlink(link: Path, target: str) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        link.unlink()
+    link.unlink(missing_ok=True)
     os.symlink(target, link)
-
-
-def _unlink(p: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        p.unlink()
 
 
 def _pad(s: str, n: int) -> str:
@@ -305,7 +298,7 @@ class FabricHost:
             return
         self.subsystems.remove(subsys)
         self.ida.free(subsys.instance)
-        _unlink(self.sys / "class/nvme-subsystem" / subsys.name)
+        (self.sys / "class/nvme-subsystem" / subsys.name).unlink(missing_ok=True)
         shutil.rmtree(self.sys / "devices/virtual/nvme-subsystem" / subsys.name,
                       ignore_errors=True)
 
@@ -513,8 +506,8 @@ class FabricHost:
                 log.debug("mknod %s: %s", c.name, e)
 
     def _remove_ctrl_files(self, c: Controller) -> None:
-        _unlink(self.sys / "class/nvme" / c.name)
-        _unlink(self._subsys_dir(c.subsys) / c.name)
+        (self.sys / "class/nvme" / c.name).unlink(missing_ok=True)
+        (self._subsys_dir(c.subsys) / c.name).unlink(missing_ok=True)
         shutil.rmtree(self._ctrl_dir(c), ignore_errors=True)
         blockdev.remove_node(self.dev / c.name)
 
@@ -563,7 +556,7 @@ class FabricHost:
         blockdev.make_node(h.dev_node, "b", h.major, h.minor, 0o660)
 
     def _remove_head_files(self, h: Head) -> None:
-        _unlink(self.sys / "block" / h.name)
+        (self.sys / "block" / h.name).unlink(missing_ok=True)
         shutil.rmtree(self._subsys_dir(h.subsys) / h.name, ignore_errors=True)
         blockdev.remove_node(h.dev_node)
 
