@@ -377,31 +377,8 @@ def build(root: Menu) -> None:
     disk.items = items
     disk.select = select
     disk.name_prop = "slot"
-    disk.properties = {
-        **{k: "str" for k in ("slot", "slot-default", "parent", "model", "comment", "mount-point")},
-        **{k: "str" for k in ("nvme-tcp-server-nqn", "nvme-tcp-server-allow-host-name")},
-        **{k: "raw" for k in ("type", "fs", "raid-master", "raid-type", "media-interface")},
-        **{k: "raw" for k in ("file-path",)},
-        **{k: "bytes" for k in ("size", "free")},
-        "use": "percent",
-        "file-size": "human",
-        **{k: "int" for k in ("sector-size", "nvme-tcp-server-port", "file-offset")},
-        **{
-            k: "bool"
-            for k in (
-                "disabled",
-                "mount-filesystem",
-                "mount-read-only",
-                "compress",
-                "nvme-tcp-export",
-                "iscsi-export",
-                "nfs-sharing",
-                "smb-sharing",
-                "media-sharing",
-                "swap",
-            )
-        },
-    }
+    # what `where` may name: every key of the property tables, with its kind
+    disk.properties = {key: kind for key, kind, _ in [*FILE_PROPS, *POOL_PROPS, *HIDDEN_PROPS]}
     item_commands(disk)
     disk.commands["add"] = CommandSpec("add", add, [Arg(a) for a in [*ADD_ARGS, "copy-from"]])
     disk.commands["set"] = CommandSpec(
