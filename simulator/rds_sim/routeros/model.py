@@ -6,9 +6,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 STATE_VERSION = 1
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,6 +71,11 @@ class State:
         self.next_id += 1
         return self.next_id - 1
 
+    def _index(self, index: dict[str, T], key: str, entry: T) -> None:
+        if key in index:
+            self._indexed = False  # a duplicate: scan from now on
+        index[key] = entry
+
     # --- disks -------------------------------------------------------------------------
 
     def disks_with_slot(self, slot: str) -> list[Disk]:
@@ -84,7 +90,7 @@ class State:
 
     def add_disk(self, d: Disk) -> None:
         self.disks.append(d)
-        self._index_slot(d)
+        self._index(self._by_slot, d.slot, d)
 
     def remove_disk(self, d: Disk) -> None:
         self.disks.remove(d)
@@ -95,12 +101,7 @@ class State:
         if self._by_slot.get(d.slot) is d:
             del self._by_slot[d.slot]
         d.slot = slot
-        self._index_slot(d)
-
-    def _index_slot(self, d: Disk) -> None:
-        if d.slot in self._by_slot:
-            self._indexed = False  # a duplicate: scan from now on
-        self._by_slot[d.slot] = d
+        self._index(self._by_slot, d.slot, d)
 
     # --- files and pool accounting -----------------------------------------------------
 
@@ -116,9 +117,7 @@ class State:
 
     def add_file(self, f: FileEntry) -> None:
         self.files.append(f)
-        if f.name in self._by_name:
-            self._indexed = False  # a duplicate: scan from now on
-        self._by_name[f.name] = f
+        self._index(self._by_name, f.name, f)
         self._count(f, f.size)
 
     def resize_file(self, f: FileEntry, size: int) -> None:
@@ -227,11 +226,3 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-
-
-def save(path: Path, state: State) -> None:
-    StateFile(path).save(state)
-
-
-def load(path: Path) -> State | None:
-    return StateFile(path).load()
