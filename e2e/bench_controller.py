@@ -30,7 +30,7 @@ import paramiko
 
 from rds_csi.csi import csi_pb2, csi_pb2_grpc
 from rds_sim.bench import percentile
-from rds_sim.fabric.stack import _keys
+from rds_sim.fabric.stack import ensure_keys
 
 BIN = Path(sys.executable).parent
 MODE = csi_pb2.VolumeCapability.AccessMode
@@ -45,7 +45,7 @@ class Stack:
 
     def __init__(self, work: Path, profile: str, sessions: int) -> None:
         self.work = work
-        _, _, self.fingerprint = _keys(work)
+        _, _, self.fingerprint = ensure_keys(work)
         self.sim = subprocess.Popen(
             [str(BIN / "rds-sim"), "serve", "--listen", "127.0.0.1:0",
              "--state-dir", str(work / "rds"), "--authorized-keys", str(work / "authorized_keys"),

@@ -30,9 +30,9 @@ def _stack_available() -> bool:
 
 
 def run_simple(work: Path) -> int:
-    from rds_sim.fabric.stack import _keys
+    from rds_sim.fabric.stack import ensure_keys
 
-    _, _, fingerprint = _keys(work)  # client key, authorized_keys, host key
+    _, _, fingerprint = ensure_keys(work)  # client key, authorized_keys, host key
     sim = subprocess.Popen(
         [str(BIN / "rds-sim"), "serve", "--listen", "127.0.0.1:0", "--state-dir",
          str(work / "rds"), "--authorized-keys", str(work / "authorized_keys"),

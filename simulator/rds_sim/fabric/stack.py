@@ -36,7 +36,9 @@ def _driver_help(exe: str) -> str:
         return ""
 
 
-def _keys(work: Path) -> tuple[Path, Path, str]:
+def ensure_keys(work: Path) -> tuple[Path, Path, str]:
+    """A client key (with `authorized_keys`) and a host key in `work`, made once; returns
+    (client key file, host key file, host key SHA256 fingerprint) for pinning."""
     key_file, host_file = work / "id_rsa", work / "host_key"
     if not key_file.exists():
         key = paramiko.RSAKey.generate(2048)
@@ -73,7 +75,7 @@ def run_stack(args: argparse.Namespace) -> int:
         "rds-csi", path=str(Path(sys.executable).parent)) or args.rds_csi
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    key_file, host_file, fingerprint = _keys(work)
+    key_file, host_file, fingerprint = ensure_keys(work)
     engine = FabricEngine(work / "fabric")
     sim = Simulator(work / "rds", authorized_keys=work / "authorized_keys", host_key=host_file,
                     export_backend=engine.backend)
