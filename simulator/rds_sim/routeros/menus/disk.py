@@ -154,6 +154,11 @@ def select(rt: Runtime, where: Expr | None) -> list[Item]:
     return [_item(rt, d) for d in disks if matches(where, _DiskView(rt, d))]
 
 
+def _disk(rt: Runtime, item: Item) -> Disk | None:
+    """The disk behind an item (None once it is removed: an item named twice)."""
+    return next((d for d in rt.state.disks if d.id == item.id), None)
+
+
 def _check_slot(rt: Runtime, slot: str, exclude_id: int | None = None) -> None:
     if not slot:
         raise CommandError("invalid value for argument slot")
@@ -237,8 +242,8 @@ def add(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
             found = resolve_value(rt, cmd.menu, src_value, ctx, "copy-from")
             if len(found) != 1:
                 raise CommandError("no such item")
-            source = next(d for d in rt.state.disks if d.id == found[0].id)
-            if not source.is_file:
+            source = _disk(rt, found[0])
+            if source is None or not source.is_file:
                 raise CommandError("invalid value for argument copy-from")
             if size is not None and size < source.file_size:
                 raise CommandError("invalid value for argument file-size")
@@ -269,7 +274,7 @@ def add(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
             assert size is not None
             _space(rt, name, size)
             if source is not None:
-                rt.storage.copy(normalize(source.file_path) or "", name, size)
+                rt.storage.copy(source.file_path, name, size)
             else:
                 rt.storage.create(name, size)
             rt.add_file(name, size)
@@ -290,7 +295,7 @@ def set_(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
     with rt.lock:
         targets = resolve(rt, cmd, ctx, "numbers")
         for item in targets:
-            d = next((d for d in rt.state.disks if d.id == item.id), None)
+            d = _disk(rt, item)
             if d is None:
                 raise CommandError("no such item")
             if not d.is_file and (
@@ -321,7 +326,8 @@ def _toggle(disabled: bool) -> CommandSpec:
     def run(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
         with rt.lock:
             for item in resolve(rt, cmd, ctx, "numbers"):
-                d = next(d for d in rt.state.disks if d.id == item.id)
+                d = _disk(rt, item)
+                assert d is not None  # enable/disable never removes a disk
                 before = rt.export_of(d)
                 d.disabled = disabled
                 rt.persist()
@@ -335,7 +341,7 @@ def remove(rt: Runtime, cmd: ParsedCommand, ctx: ExecContext) -> str:
     """Removes the entry only: the backing file stays until `/file remove`."""
     with rt.lock:
         for item in resolve(rt, cmd, ctx, "numbers"):
-            d = next((d for d in rt.state.disks if d.id == item.id), None)
+            d = _disk(rt, item)
             if d is None:
                 continue  # named twice
             if not d.is_file:
