@@ -110,6 +110,18 @@ class SysfsNvmeHost:
             return ns
         return None
 
+    def _wait_live_device(self, what: str, nqn: str, timeout: float) -> Namespace | None:
+        """Poll until ``nqn`` has a device reached through a live controller, or None."""
+        found: list[Namespace] = []
+
+        def ready() -> bool:
+            ns = self._live_device(nqn)
+            if ns is not None:
+                found.append(ns)
+            return ns is not None
+
+        return found[-1] if self._wait(what, timeout, ready) else None
+
     # ------------------------------------------------------------------ attach
 
     def attach(self, nqn: str, address: str, port: int, opts: ConnectOptions) -> Namespace:
@@ -133,32 +145,18 @@ class SysfsNvmeHost:
             elif any(c.live for c in ctrls):
                 # Live but no device yet: the namespace scan is asynchronous; give it a
                 # moment before calling it an orphan.
-                found: list[Namespace] = []
-
-                def appeared() -> bool:
-                    ns = self._live_device(nqn)
-                    if ns is not None:
-                        found.append(ns)
-                    return ns is not None
-
-                if self._wait(f"{nqn} namespace", self.orphan_grace, appeared):
-                    return found[-1]
+                ns = self._wait_live_device(f"{nqn} namespace", nqn, self.orphan_grace)
+                if ns is not None:
+                    return ns
                 log.warning("orphan NVMe connection (controller without namespace): resetting",
                             extra={"fields": {"nqn": nqn,
                                               "controllers": [c.name for c in ctrls]}})
                 self._disconnect(nqn)
             else:
                 # connecting/resetting: the kernel is reconnecting on its own.
-                found_t: list[Namespace] = []
-
-                def live_again() -> bool:
-                    ns = self._live_device(nqn)
-                    if ns is not None:
-                        found_t.append(ns)
-                    return ns is not None
-
-                if self._wait(f"{nqn} live", self.attach_timeout, live_again):
-                    return found_t[-1]
+                ns = self._wait_live_device(f"{nqn} live", nqn, self.attach_timeout)
+                if ns is not None:
+                    return ns
                 states = ", ".join(f"{c.name}={c.state}"
                                    for c in self.sysfs.controllers_for(nqn))
                 raise AttachError(f"{nqn} is connected but not live ({states}) after "
@@ -177,18 +175,11 @@ class SysfsNvmeHost:
             log.info("nvme connect: already connected", extra={"fields": {"nqn": nqn}})
         except ValueError as exc:
             raise AttachError(str(exc)) from exc
-        found: list[Namespace] = []
-
-        def ready() -> bool:
-            ns = self._live_device(nqn)
-            if ns is not None:
-                found.append(ns)
-            return ns is not None
-
-        if self._wait(f"{nqn} namespace", self.attach_timeout, ready):
-            log.info("attached", extra={"fields": {"nqn": nqn, "device": found[-1].name,
-                                                   "devno": found[-1].devno_text}})
-            return found[-1]
+        ns = self._wait_live_device(f"{nqn} namespace", nqn, self.attach_timeout)
+        if ns is not None:
+            log.info("attached", extra={"fields": {"nqn": nqn, "device": ns.name,
+                                                   "devno": ns.devno_text}})
+            return ns
         ctrls = self.sysfs.controllers_for(nqn)
         if not ctrls:
             raise AttachError(f"nvme connect {nqn} {answer} but no controller "
