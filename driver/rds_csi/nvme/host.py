@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from rds_csi.nvme.cli import ConnectOptions, NvmeCli, NvmeCliError, validate_nqn
-from rds_csi.nvme.sysfs import GONE_STATES, Controller, Namespace, NvmeSysfs
+from rds_csi.nvme.sysfs import GONE_STATES, LIVE, Controller, Namespace, NvmeSysfs
 
 log = logging.getLogger("rds_csi.nvme.host")
 
@@ -99,14 +99,15 @@ class SysfsNvmeHost:
             self._sleep(self.poll_interval)
 
     def _live_device(self, nqn: str) -> Namespace | None:
-        ns = self.sysfs.device_for(nqn)
+        ctrls = self.sysfs.controllers_for(nqn)
+        ns = self.sysfs.device_for(nqn, ctrls)
         if ns is None:
             return None
-        states = {c.name: c.state for c in self.sysfs.controllers_for(nqn)}
-        if any(states.get(c) == "live" for c in ns.controllers):
+        states = {c.name: c.state for c in ctrls}
+        if any(states.get(c) == LIVE for c in ns.controllers):
             return ns
         # A tree without path entries: any live controller of the subsystem will do.
-        if not ns.controllers and "live" in states.values():
+        if not ns.controllers and LIVE in states.values():
             return ns
         return None
 

@@ -249,13 +249,16 @@ class NvmeSysfs:
             )
         return None
 
-    def namespaces_for(self, nqn: str) -> list[Namespace]:
+    def namespaces_for(self, nqn: str,
+                       ctrls: list[Controller] | None = None) -> list[Namespace]:
         """Every namespace head of the subsystem with this NQN, with the controllers
-        that have a path to it (``nvme<S>c<C>n<N>`` under ``class/nvme/nvme<C>``)."""
+        that have a path to it (``nvme<S>c<C>n<N>`` under ``class/nvme/nvme<C>``).
+        ``ctrls``: the NQN's controllers when the caller has just read them."""
         subsystems = self.subsystems_for(nqn)
         if not subsystems:
             return []
-        ctrls = {c.name: c for c in self.controllers_for(nqn)}
+        if ctrls is None:
+            ctrls = self.controllers_for(nqn)
         out = []
         for sub in subsystems:
             for head in sub.namespaces:
@@ -263,24 +266,28 @@ class NvmeSysfs:
                 if ns is None:
                     continue
                 via = []
-                for ctrl in ctrls.values():
+                for ctrl in ctrls:
                     path = f"nvme{ns.subsys_instance}c{ctrl.instance}n{ns.head_instance}"
                     if path in ctrl.paths:
                         via.append(ctrl.name)
                 out.append(Namespace(**{**ns.__dict__, "controllers": tuple(sorted(via))}))
         return out
 
-    def device_for(self, nqn: str) -> Namespace | None:
+    def device_for(self, nqn: str,
+                   ctrls: list[Controller] | None = None) -> Namespace | None:
         """The namespace head to use for this NQN now, or None.
 
         A stale mount can pin an old head while a reconnect creates a new one; the
         head reached through a live (then any non-deleting) controller wins, then the
-        newest instance.
+        newest instance. ``ctrls``: the NQN's controllers when the caller has just
+        read them; otherwise they are read here, once.
         """
-        heads = self.namespaces_for(nqn)
+        if ctrls is None:
+            ctrls = self.controllers_for(nqn)
+        heads = self.namespaces_for(nqn, ctrls)
         if not heads:
             return None
-        states = {c.name: c.state for c in self.controllers_for(nqn)}
+        states = {c.name: c.state for c in ctrls}
 
         def rank(ns: Namespace) -> tuple[int, int, int]:
             live = any(states.get(c) == LIVE for c in ns.controllers)
