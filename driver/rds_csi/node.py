@@ -24,7 +24,7 @@ from rds_csi.csi import csi_pb2, csi_pb2_grpc
 from rds_csi.ids import Naming
 from rds_csi.locks import OperationLocks
 from rds_csi.metrics import Metrics
-from rds_csi.mount import FS_TYPES, Mounter, MountError, ProbeError
+from rds_csi.mount import FS_TYPES, Mounter, MountError
 from rds_csi.nodestate import (
     STAGED,
     STAGING,
@@ -212,9 +212,7 @@ class NodeService:
     def _mount_errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except ProbeError as exc:
-            raise internal(f"{action}: {exc}") from exc
-        except (MountError, OSError) as exc:
+        except (MountError, OSError) as exc:  # ProbeError is a MountError
             raise internal(f"{action}: {exc}") from exc
 
     @staticmethod
