@@ -39,8 +39,6 @@ SECTOR = 512
 def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace").strip()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ProcessLookupError):
-        return None
     except OSError:
         return None
 
